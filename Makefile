@@ -1,0 +1,32 @@
+# Quick start: `make serve` (demo models + the service on 127.0.0.1:1234) and `make test`.
+# Both create the virtualenv and install lmhost into it first; only Python is needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test install bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/lmhost demo
+	exec $(VENV)/bin/lmhost serve
+
+# pytest exits 5 when it collects nothing: that must fail, never pass silently.
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: $(STAMP)
+	$(PY) bench/list_models.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,42 @@
+"""The HTTP side of lmhost: `create_app(config)` builds a Flask app; nothing runs at import."""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+from flask import Flask
+
+from app import health, models
+from app.errors import Api
+from app.extensions import Engine
+from config import Settings, load_settings
+from workers.catalog import Catalog
+
+
+def create_app(config: Settings | Mapping | None = None) -> Flask:
+    """Build the app. `config`: a `Settings`, or a mapping of setting overrides on top of the
+    defaults and the ``LMHOST_*`` environment, or None for defaults and environment."""
+    settings = config if isinstance(config, Settings) else load_settings(**dict(config or {}))
+    logging.getLogger("workers").setLevel(settings.log_level.upper())
+    logging.getLogger("app").setLevel(settings.log_level.upper())
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="lmhost",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # keep seed 004's field order
+    app.extensions["lmhost"] = Engine(
+        settings=settings,
+        catalog=Catalog(settings.models_dir, settings.state_dir),
+    )
+    api = Api(app)
+    api.register_blueprint(health.blp)
+    api.register_blueprint(models.blp)
+    return app

@@ -1,0 +1,129 @@
+"""lmhost settings: documented defaults, ``LMHOST_*`` environment overrides, validated once.
+
+`load_settings()` is called at start (by `lmhost serve`, gunicorn's config and `create_app`) and
+returns a frozen `Settings`; nothing mutates it afterwards. A bad value, or an ``LMHOST_*``
+variable that is not a setting (a typo), fails the start with `ConfigError` naming the key.
+
+Every setting, its variable and default (README "Configuration" lists the same):
+
+| setting      | variable            | default            | meaning                                  |
+|--------------|---------------------|--------------------|------------------------------------------|
+| host         | LMHOST_HOST         | 127.0.0.1          | address to bind                          |
+| port         | LMHOST_PORT         | 1234               | TCP port (LM Studio's)                   |
+| models_dir   | LMHOST_MODELS_DIR   | ~/.lmhost/models   | <publisher>/<model>/<file>.gguf          |
+| state_dir    | LMHOST_STATE_DIR    | ~/.lmhost/state    | instance table, sockets, caches, logs    |
+| workers      | LMHOST_WORKERS      | 2                  | gunicorn HTTP worker processes           |
+| threads      | LMHOST_THREADS      | 8                  | threads per HTTP worker (gthread)        |
+| log_level    | LMHOST_LOG_LEVEL    | info               | debug, info, warning, error              |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+PREFIX = "LMHOST_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message starts with the variable's name."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 1234
+    models_dir: Path = Path("~/.lmhost/models")
+    state_dir: Path = Path("~/.lmhost/state")
+    workers: int = 2
+    threads: int = 8
+    log_level: str = "info"
+
+    @property
+    def bind(self) -> str:
+        """gunicorn's bind string; IPv6 addresses go in brackets."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _int_in(low: int, high: int):
+    def parse(raw: str) -> int:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+    return parse
+
+
+def _host(raw: str) -> str:
+    value = str(raw).strip()
+    if not value or any(c.isspace() or c in "/[]" for c in value):
+        raise ValueError(f"must be a host name or IP address, got {raw!r}")
+    return value
+
+
+def _directory(raw: str | os.PathLike) -> Path:
+    if not str(raw).strip():
+        raise ValueError("must be a directory path, got an empty value")
+    return Path(os.path.expanduser(str(raw).strip())).absolute()
+
+
+def _log_level(raw: str) -> str:
+    value = str(raw).strip().lower()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return value
+
+
+_PARSERS = {
+    "host": _host,
+    "port": _int_in(1, 65535),
+    "models_dir": _directory,
+    "state_dir": _directory,
+    "workers": _int_in(1, 64),
+    "threads": _int_in(1, 256),
+    "log_level": _log_level,
+}
+
+
+def env_name(setting: str) -> str:
+    return PREFIX + setting.upper()
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Defaults, then ``LMHOST_*`` variables from `env` (default: os.environ), then `overrides`
+    (keyword arguments named like the settings, e.g. from a test or the CLI), each validated."""
+    env = os.environ if env is None else env
+    known = {env_name(name) for name in _PARSERS}
+    unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a setting (known: {', '.join(sorted(known))})")
+    for name in overrides:
+        if name not in _PARSERS:
+            raise ConfigError(f"{name}: not a setting")
+
+    values = {}
+    for field in dataclasses.fields(Settings):
+        name = field.name
+        if name in overrides and overrides[name] is not None:
+            raw, source = overrides[name], name
+        elif env_name(name) in env:
+            raw, source = env[env_name(name)], env_name(name)
+        else:
+            raw, source = field.default, name
+        try:
+            values[name] = _PARSERS[name](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return Settings(**values)
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``LMHOST_*`` variables, to hand them to gunicorn's processes."""
+    return {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}

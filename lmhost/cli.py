@@ -1,0 +1,82 @@
+"""The `lmhost` command.
+
+    lmhost serve [--host H] [--port P] [--models-dir D] [--state-dir D] [--workers N]
+    lmhost demo  [--models-dir D]
+
+`serve` validates the settings, then replaces itself with gunicorn (so SIGTERM and SIGINT reach
+gunicorn's master directly: graceful stop of the workers, then exit). Every flag has an
+``LMHOST_*`` variable twin; a flag wins over the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _settings_from(args, names):
+    from config import ConfigError, load_settings
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        sys.exit(f"lmhost: configuration error: {exc}")
+
+
+def cmd_serve(args) -> int:
+    import config
+    from config import to_env
+    settings = _settings_from(args, ("host", "port", "models_dir", "state_dir", "workers"))
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conf = Path(config.__file__).with_name("gunicorn.conf.py")
+    env = {**os.environ, **to_env(settings)}
+    argv = [sys.executable, "-m", "gunicorn", "--config", str(conf)]
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+def cmd_demo(args) -> int:
+    from workers import synthetic
+    settings = _settings_from(args, ("models_dir",))
+    models_dir = settings.models_dir
+    existing = sorted(models_dir.glob("*/*/*.gguf")) if models_dir.is_dir() else []
+    if existing:
+        print(f"{models_dir} already holds {len(existing)} model file(s); no demo models written")
+        return 0
+    for model in synthetic.write_demo_models(models_dir):
+        print(f"wrote {model.path} ({model.kind}, {model.architecture}, "
+              f"{model.path.stat().st_size} bytes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmhost", description="Self-hosted model server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service under gunicorn, in the foreground")
+    serve.add_argument("--host", help="address to bind (LMHOST_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", help="TCP port (LMHOST_PORT, default 1234)")
+    serve.add_argument("--models-dir", dest="models_dir",
+                       help="models directory (LMHOST_MODELS_DIR, default ~/.lmhost/models)")
+    serve.add_argument("--state-dir", dest="state_dir",
+                       help="state directory (LMHOST_STATE_DIR, default ~/.lmhost/state)")
+    serve.add_argument("--workers", help="HTTP worker processes (LMHOST_WORKERS, default 2)")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="write small demo models when the models dir has none")
+    demo.add_argument("--models-dir", dest="models_dir",
+                      help="models directory (LMHOST_MODELS_DIR, default ~/.lmhost/models)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
