@@ -11,7 +11,6 @@ from app import health, models
 from app.errors import Api
 from app.extensions import Engine
 from config import Settings, load_settings
-from workers.catalog import Catalog
 
 
 def create_app(config: Settings | Mapping | None = None) -> Flask:
@@ -32,10 +31,7 @@ def create_app(config: Settings | Mapping | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # keep seed 004's field order
-    app.extensions["lmhost"] = Engine(
-        settings=settings,
-        catalog=Catalog(settings.models_dir, settings.state_dir),
-    )
+    app.extensions["lmhost"] = Engine.build(settings)
     api = Api(app)
     api.register_blueprint(health.blp)
     api.register_blueprint(models.blp)

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 
+from app.memo import DumpMemo
 from config import Settings
 from workers.catalog import Catalog
+from workers.listing import ModelListing
 
 
 @dataclass(frozen=True)
 class Engine:
     settings: Settings
     catalog: Catalog
+    listing: ModelListing
+    listing_body: DumpMemo = field(default_factory=DumpMemo)
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Engine":
+        catalog = Catalog(settings.models_dir, settings.state_dir)
+        return cls(settings=settings, catalog=catalog, listing=ModelListing(catalog))
 
 
 def engine() -> Engine:

@@ -22,7 +22,11 @@ def _settings_from(args, names):
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
-        sys.exit(f"lmhost: configuration error: {exc}")
+        message = str(exc)
+        for name in overrides:  # a bad flag is named as the user typed it
+            if message.startswith(f"{name}:"):
+                message = "--" + name.replace("_", "-") + message[len(name):]
+        sys.exit(f"lmhost: configuration error: {message}")
 
 
 def cmd_serve(args) -> int:

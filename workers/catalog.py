@@ -157,6 +157,10 @@ class Catalog:
         self._facts: dict[str, tuple[int, int, object]] = {}
         self._logged: set[tuple] = set()
         self._cache_loaded = False
+        # folder path -> ((publisher, file signature), Model | None); guarded by _lock
+        self._folders: dict[str, tuple[tuple, Model | None]] = {}
+        self._snapshot: tuple[list, list[Model]] = ([], [])
+        self._unreadable = False  # set by _file_facts while a folder is built
         self.parsed_files = 0  # files whose header was read; tests assert a warm listing adds none
 
     # -- public ------------------------------------------------------------------------------
@@ -197,13 +201,14 @@ class Catalog:
             self._logged.add(what)
             log.warning(message, *args)
 
-    def _entries(self, folder: Path, root: Path) -> list[os.DirEntry]:
-        """The usable entries of a folder: UTF-8 names, no symlink leading out of root."""
+    def _entries(self, folder: str, root: str) -> list[os.DirEntry]:
+        """The usable entries of a folder, unordered: UTF-8 names, no symlink leading out of
+        root."""
         try:
             with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = list(it)
         except OSError as exc:
-            self._log_once(("unreadable", str(folder)), "models dir: skipping unreadable %s: %s",
+            self._log_once(("unreadable", folder), "models dir: skipping unreadable %s: %s",
                            folder, exc.strerror or exc)
             return []
         usable = []
@@ -214,7 +219,7 @@ class Catalog:
                 continue
             if entry.is_symlink():
                 target = os.path.realpath(entry.path)
-                if os.path.commonpath([target, str(root)]) != str(root):
+                if os.path.commonpath([target, root]) != root:
                     self._log_once(("symlink", entry.path), "models dir: not following %s: "
                                    "it links outside the models dir", entry.path)
                     continue
@@ -222,25 +227,35 @@ class Catalog:
         return usable
 
     def _scan(self) -> list[Model]:
-        root = Path(os.path.realpath(self.models_dir))
-        if not root.is_dir():
-            self._log_once(("missing", str(root)), "models dir %s does not exist", root)
+        root = os.path.realpath(self.models_dir)
+        if not os.path.isdir(root):
+            self._log_once(("missing", root), "models dir %s does not exist", root)
             return []
         models: list[Model] = []
+        seen: set[str] = set()
         for publisher in self._entries(root, root):
             if not _is_dir(publisher):
                 continue
-            for folder in self._entries(Path(publisher.path), root):
+            for folder in self._entries(publisher.path, root):
                 if not _is_dir(folder):
                     continue
-                model = self._scan_folder(publisher.name, Path(folder.path), root)
+                seen.add(folder.path)
+                model = self._scan_folder(publisher.name, folder.path, root)
                 if model is not None:
                     models.append(model)
-        return _assign_unique_keys(models, self._log_once)
+        for gone in self._folders.keys() - seen:
+            del self._folders[gone]
+        previous_inputs, previous = self._snapshot
+        if len(models) == len(previous_inputs) and all(
+                a is b for a, b in zip(models, previous_inputs)):
+            return previous  # nothing changed: the same immutable list as last time
+        listing = _assign_unique_keys(models, self._log_once)
+        self._snapshot = (models, listing)
+        return listing
 
-    def _scan_folder(self, publisher: str, folder: Path, root: Path) -> Model | None:
-        gguf: dict[str, FileStat] = {}
-        other: dict[str, FileStat] = {}
+    def _scan_folder(self, publisher: str, folder: str, root: str) -> Model | None:
+        """The folder's model, rebuilt only when its files' names, sizes or mtimes changed."""
+        files = []
         for entry in self._entries(folder, root):
             try:
                 if not entry.is_file():
@@ -249,8 +264,24 @@ class Catalog:
             except OSError as exc:
                 self._log_once(("stat", entry.path), "models dir: skipping %s: %s", entry.path, exc)
                 continue
-            stat = FileStat(Path(entry.path), st.st_size, st.st_mtime_ns)
-            (gguf if entry.name.lower().endswith(".gguf") else other)[entry.name] = stat
+            files.append((entry.name, st.st_size, st.st_mtime_ns))
+        files.sort()
+        signature = (publisher, tuple(files))
+        cached = self._folders.get(folder)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        self._unreadable = False
+        model = self._build_model(publisher, Path(folder), files)
+        if not self._unreadable:  # permissions can change without touching size or mtime
+            self._folders[folder] = (signature, model)
+        return model
+
+    def _build_model(self, publisher: str, folder: Path, files) -> Model | None:
+        gguf: dict[str, FileStat] = {}
+        other: dict[str, FileStat] = {}
+        for name, size, mtime_ns in files:
+            stat = FileStat(folder / name, size, mtime_ns)
+            (gguf if name.lower().endswith(".gguf") else other)[name] = stat
         if gguf:
             return self._gguf_model(publisher, folder, gguf)
         if "config.json" in other and any(n.endswith(".safetensors") for n in other):
@@ -271,6 +302,7 @@ class Catalog:
                 # Not cached: permissions can be fixed without touching size or mtime.
                 self._log_once(("unreadable", str(stat.path)), "models dir: skipping "
                                "unreadable %s: %s", stat.path, exc.strerror or exc)
+                self._unreadable = True
                 return None
             cached = (stat.size, stat.mtime_ns, entry)
             self._facts[str(stat.path)] = cached
@@ -427,7 +459,7 @@ def _assign_unique_keys(models: list[Model], log_once) -> list[Model]:
     keyed ``publisher/key``; two folders of one publisher that still collide keep the first
     in name order, and the other is left out and logged."""
     by_key: dict[str, list[Model]] = {}
-    for model in models:
+    for model in sorted(models, key=lambda m: str(m.folder)):
         by_key.setdefault(model.key, []).append(model)
     result: dict[str, Model] = {}
     for key, group in by_key.items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from workers.catalog import Model
+import threading
+
+from workers.catalog import Catalog, Model
 
 
 def describe_model(model: Model, instances: list[dict] = ()) -> dict:
@@ -28,5 +30,23 @@ def describe_model(model: Model, instances: list[dict] = ()) -> dict:
     }
 
 
-def list_models(catalog) -> list[dict]:
-    return [describe_model(model) for model in catalog.list_models()]
+class ModelListing:
+    """Listing rows, rebuilt only when the catalog's snapshot changed.
+
+    `rows()` returns the very same list object while nothing changed, so callers can memoize
+    work derived from it (the HTTP layer keeps the serialized body) by identity.
+    """
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._last: tuple[list[Model] | None, list[dict]] = (None, [])
+
+    def rows(self) -> list[dict]:
+        models = self.catalog.list_models()
+        with self._lock:
+            source, rows = self._last
+            if source is not models:
+                rows = [describe_model(model) for model in models]
+                self._last = (models, rows)
+            return rows

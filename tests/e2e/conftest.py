@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import wait_for
+
+LMHOST = str(Path(sys.executable).with_name("lmhost"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMHOST_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def get(self, path, **kwargs):
+        return requests.get(self.url + path, timeout=10, **kwargs)
+
+    def process_group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def stop(self, sig=signal.SIGTERM, timeout=20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+                raise AssertionError(f"server ignored {sig!r} for {timeout}s")
+        return self.proc.returncode
+
+
+def start_server(tmp_path, models_dir, *args, env=None) -> Server:
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    with open(log, "wb") as out:
+        models_flag = ["--models-dir", str(models_dir)] if models_dir is not None else []
+        proc = subprocess.Popen(
+            [LMHOST, "serve", "--port", str(port), *models_flag,
+             "--state-dir", str(tmp_path / "state"), *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env or clean_env(),
+            start_new_session=True)  # its own process group: the test can see every child
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+
+    def up():
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            return server.get("/healthz").status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, timeout=30, what="lmhost serve to answer /healthz")
+    return server
+
+
+@pytest.fixture
+def serve(tmp_path):
+    servers = []
+
+    def _start(models_dir, *args, env=None):
+        server = start_server(tmp_path, models_dir, *args, env=env)
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        if server.proc.poll() is None:
+            server.stop()
+        if server.process_group_alive():
+            os.killpg(server.proc.pid, signal.SIGKILL)

@@ -1,0 +1,63 @@
+"""Test helpers: GGUF files written with the gguf package (independently of lmhost's reader),
+models-dir layout, and a polling deadline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_gguf(path, *, arch="llama", name=None, file_type=None, context_length=4096,
+               tensors=None, extra=None, pooling_type=None, chat_template=None) -> Path:
+    """A small GGUF file (header and tiny F32 tensors) for catalog tests.
+
+    `tensors`: name -> shape (numpy order); default one 8x4 matrix and one vector.
+    `extra`: further key/values, str/int/float/bool or list of str (written as arrays).
+    """
+    import gguf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), arch)
+    if name is not None:
+        writer.add_name(name)
+    if file_type is not None:
+        writer.add_file_type(file_type)
+    if context_length is not None:
+        writer.add_uint32(f"{arch}.context_length", context_length)
+    if pooling_type is not None:
+        writer.add_uint32(f"{arch}.pooling_type", pooling_type)
+    if chat_template is not None:
+        writer.add_string("tokenizer.chat_template", chat_template)
+    for key, value in (extra or {}).items():
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint64(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, list):
+            writer.add_array(key, value)
+        else:
+            writer.add_string(key, value)
+    for tensor_name, shape in (tensors or {"token_embd.weight": (8, 4), "output_norm.weight": (4,)}).items():
+        writer.add_tensor(tensor_name, np.zeros(shape, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Poll `predicate` until it returns a truthy value or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

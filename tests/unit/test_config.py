@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Settings, load_settings, to_env
+
+
+def test_defaults():
+    s = load_settings(env={})
+    assert (s.host, s.port, s.workers) == ("127.0.0.1", 1234, 2)
+    assert s.models_dir == Path.home() / ".lmhost" / "models"
+    assert s.state_dir == Path.home() / ".lmhost" / "state"
+
+
+def test_env_overrides_and_flags_win_over_env(tmp_path):
+    env = {"LMHOST_PORT": "8080", "LMHOST_MODELS_DIR": str(tmp_path), "LMHOST_WORKERS": "3"}
+    s = load_settings(env=env)
+    assert (s.port, s.models_dir, s.workers) == (8080, tmp_path, 3)
+    assert load_settings(env=env, port=9090).port == 9090
+
+
+@pytest.mark.parametrize("env, key", [
+    ({"LMHOST_PORT": "abc"}, "LMHOST_PORT"),
+    ({"LMHOST_PORT": "70000"}, "LMHOST_PORT"),
+    ({"LMHOST_WORKERS": "0"}, "LMHOST_WORKERS"),
+    ({"LMHOST_LOG_LEVEL": "loud"}, "LMHOST_LOG_LEVEL"),
+    ({"LMHOST_MODELS_DIR": "  "}, "LMHOST_MODELS_DIR"),
+    ({"LMHOST_HOST": "a b"}, "LMHOST_HOST"),
+    ({"LMHOST_PROT": "1"}, "LMHOST_PROT"),
+])
+def test_bad_values_name_the_key(env, key):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert str(info.value).startswith(key + ":")
+
+
+def test_settings_are_frozen_and_round_trip_through_env():
+    s = load_settings(env={}, port=4321, host="::1")
+    with pytest.raises(AttributeError):
+        s.port = 1
+    assert s.bind == "[::1]:4321"
+    assert load_settings(env=to_env(s)) == s
+    assert isinstance(s, Settings)
