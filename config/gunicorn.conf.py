@@ -17,3 +17,6 @@ loglevel = _settings.log_level
 accesslog = "-"
 errorlog = "-"
 proc_name = "lmhost"
+# gunicorn >= 27 opens a control socket, by default one per user ($HOME/.gunicorn/gunicorn.ctl),
+# which two lmhost services of one user would share: keep it in this service's state dir.
+control_socket = str(_settings.state_dir / "gunicorn.ctl")

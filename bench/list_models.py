@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""Benchmark: listing many models with large (32k-token) vocabularies.
+
+One run does it all:
+
+1. writes N GGUF files (default 1,000) in LM Studio's ``<publisher>/<folder>/<file>.gguf``
+   layout: one file from `workers.synthetic.write_vocab_heavy_llama`, copied N times (every
+   copy is a separate file with its own path and mtime, so every one is parsed on a cold listing);
+2. times a cold in-process listing (a fresh `Catalog` with an empty state dir);
+3. starts the real service (``lmhost serve --workers 1`` on a free 127.0.0.1 port, fresh state
+   dir) and times ``GET /api/v1/models`` over loopback: the first (cold) request, then warm ones;
+4. times the reference reader `gguf.GGUFReader` on a sample of the same files and extrapolates
+   to N files;
+5. prints a summary table with the targets (information only; the exit status is non-zero only
+   when a listing is wrong or the server fails).
+
+    .venv/bin/python bench/list_models.py [--models 1000] [--requests 50] [--reader-sample 5]
+                                          [--keep DIR]
+
+Nothing but 127.0.0.1 is contacted. The temporary directory is removed at the end unless
+``--keep DIR`` is given (then DIR/models is kept and reused by the next run with --keep DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without the editable install too
+    sys.path.insert(0, str(REPO))
+
+from workers.catalog import Catalog  # noqa: E402
+from workers.synthetic import write_vocab_heavy_llama  # noqa: E402
+
+HOST = "127.0.0.1"
+PUBLISHERS = 10
+HEALTH_DEADLINE_S = 60.0
+COLD_REQUEST_TIMEOUT_S = 300.0
+WARM_REQUEST_TIMEOUT_S = 30.0
+STOP_DEADLINE_S = 20.0
+SERVER_START_ATTEMPTS = 3
+WARM_P50_TARGET_MS = 20.0
+COLD_SPEEDUP_TARGET = 50.0
+
+
+class BenchError(Exception):
+    """The listing is wrong or the server failed: the run exits non-zero."""
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+# -- 1. the models dir -----------------------------------------------------------------------
+
+def layout(n: int) -> list[tuple[str, str, str]]:
+    """(publisher, folder, file) for n models, spread over up to PUBLISHERS publishers."""
+    publishers = max(1, min(PUBLISHERS, n))
+    per_publisher = math.ceil(n / publishers)
+    out = []
+    for i in range(n):
+        publisher = f"bench-pub-{i // per_publisher:02d}"
+        out.append((publisher, f"vocab-heavy-{i:05d}-GGUF", f"vocab-heavy-{i:05d}-Q8_0.gguf"))
+    return out
+
+
+def expected_keys(n: int) -> set[str]:
+    return {folder.lower()[:-5] for _, folder, _ in layout(n)}
+
+
+def make_models(work: Path, n: int) -> tuple[Path, int, int, float]:
+    """Writes (or reuses) the models dir; returns (models_dir, file size, files written, s)."""
+    models_dir = work / "models"
+    template = work / "template" / "vocab-heavy-Q8_0.gguf"
+    started = time.perf_counter()
+    if not template.is_file():
+        write_vocab_heavy_llama(template, vocab_size=32000, seed=0)
+    size = template.stat().st_size
+    wanted = {models_dir / p / f / name for p, f, name in layout(n)}
+    if models_dir.is_dir():
+        present = set(models_dir.glob("*/*/*"))
+        stray = sorted(present - wanted)
+        if stray:
+            raise BenchError(f"{models_dir} holds {len(stray)} file(s) this benchmark did not "
+                             f"write (e.g. {stray[0]}); use an empty or dedicated --keep DIR")
+    written = 0
+    for path in sorted(wanted):
+        if path.is_file() and path.stat().st_size == size:
+            continue  # reused from an earlier --keep run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+        written += 1
+    return models_dir, size, written, time.perf_counter() - started
+
+
+# -- 2. cold listing in-process --------------------------------------------------------------
+
+def cold_listing_in_process(models_dir: Path, state_dir: Path, n: int) -> tuple[float, float]:
+    state_dir.mkdir(mode=0o700, parents=True)
+    catalog = Catalog(models_dir, state_dir)
+    started = time.perf_counter()
+    models = catalog.list_models()
+    cold = time.perf_counter() - started
+    check_keys([m.key for m in models], n, "in-process cold listing")
+    if catalog.parsed_files != n:
+        raise BenchError(f"in-process cold listing parsed {catalog.parsed_files} files, "
+                         f"expected {n}")
+    started = time.perf_counter()
+    again = catalog.list_models()
+    warm = time.perf_counter() - started
+    if catalog.parsed_files != n or len(again) != n:
+        raise BenchError("in-process warm listing re-parsed files or changed")
+    return cold, warm
+
+
+def check_keys(keys: list[str], n: int, what: str) -> None:
+    if len(keys) != n:
+        raise BenchError(f"{what}: {len(keys)} models listed, expected {n}")
+    if set(keys) != expected_keys(n):
+        raise BenchError(f"{what}: the listed keys are not the {n} models written")
+
+
+# -- 3. the real service ----------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def lmhost_command() -> list[str]:
+    exe = Path(sys.executable).with_name("lmhost")
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return [str(exe)]
+    return [sys.executable, "-m", "lmhost.cli"]
+
+
+def get(port: int, path: str, timeout: float) -> tuple[int, bytes, float]:
+    """One GET on a fresh loopback connection: (status, body, seconds until the body is read)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        started = time.perf_counter()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+class Server:
+    def __init__(self, models_dir: Path, state_dir: Path, log_path: Path):
+        self.models_dir, self.state_dir, self.log_path = models_dir, state_dir, log_path
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self._log = None
+
+    def start(self) -> float:
+        """Starts it and waits for /healthz; returns the seconds that took."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LMHOST_")}
+        for attempt in range(1, SERVER_START_ATTEMPTS + 1):
+            self.port = free_port()
+            cmd = lmhost_command() + ["serve", "--host", HOST, "--port", str(self.port),
+                                      "--models-dir", str(self.models_dir),
+                                      "--state-dir", str(self.state_dir), "--workers", "1"]
+            self._log = open(self.log_path, "ab")
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=self._log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            if self._wait_healthy(started):
+                return time.perf_counter() - started
+            rc = self.proc.poll()
+            self.stop()
+            if rc is None:  # still running but never healthy: no point retrying
+                break
+            # exited early (e.g. another process took the port between free_port and bind)
+            log(f"  server exited with status {rc} before it was healthy "
+                f"(attempt {attempt}/{SERVER_START_ATTEMPTS})")
+        raise BenchError(f"the server did not become healthy; its log:\n{self.log_tail()}")
+
+    def _wait_healthy(self, started: float) -> bool:
+        deadline = started + HEALTH_DEADLINE_S
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                status, _, _ = get(self.port, "/healthz", timeout=2.0)
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)  # poll interval, bounded by the deadline
+        return False
+
+    def stop(self) -> str:
+        """SIGTERM and a bounded wait; SIGKILL to its process group if it does not stop."""
+        how = "not started"
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is not None:
+                how = f"had exited ({proc.returncode})"
+            else:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_DEADLINE_S)
+                    how = f"stopped by SIGTERM (exit {proc.returncode})"
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)  # its own session: gunicorn + worker
+                    except ProcessLookupError:
+                        pass
+                    proc.wait(timeout=STOP_DEADLINE_S)
+                    how = "killed (did not stop within %.0f s of SIGTERM)" % STOP_DEADLINE_S
+            try:  # a worker left behind by a master that exited
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return how
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def listing_keys(status: int, body: bytes, what: str) -> list[str]:
+    if status != 200:
+        raise BenchError(f"{what}: HTTP {status}: {body[:500]!r}")
+    try:
+        models = json.loads(body)["models"]
+        return [m["key"] for m in models]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"{what}: not a model listing: {exc}") from None
+
+
+def http_listing(server: Server, n: int, requests: int) -> dict:
+    status, body, cold = get(server.port, "/api/v1/models", COLD_REQUEST_TIMEOUT_S)
+    check_keys(listing_keys(status, body, "first GET /api/v1/models"), n,
+               "first GET /api/v1/models")
+    warm = []
+    for i in range(requests):
+        status, body_i, seconds = get(server.port, "/api/v1/models", WARM_REQUEST_TIMEOUT_S)
+        if status != 200 or len(body_i) != len(body):
+            check_keys(listing_keys(status, body_i, f"warm GET #{i + 1}"), n, f"warm GET #{i + 1}")
+        warm.append(seconds)
+    if warm:
+        check_keys(listing_keys(status, body_i, "last warm GET"), n, "last warm GET")
+    return {"cold": cold, "warm": warm, "body_bytes": len(body)}
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+# -- 4. the reference reader -----------------------------------------------------------------
+
+def gguf_reader_sample(models_dir: Path, n: int, sample: int) -> list[float]:
+    from gguf import GGUFReader
+    files = sorted(models_dir.glob("*/*/*.gguf"))
+    if not files or sample <= 0:
+        return []
+    step = max(1, len(files) // sample)
+    picked = files[::step][:sample]
+    times = []
+    for path in picked:
+        started = time.perf_counter()
+        reader = GGUFReader(path)
+        fields = len(reader.fields)
+        times.append(time.perf_counter() - started)
+        if fields == 0:
+            raise BenchError(f"GGUFReader read no fields from {path}")
+        del reader
+    return times
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def fmt_s(seconds: float) -> str:
+    if seconds >= 100:
+        return f"{seconds:.0f} s ({seconds / 60:.1f} min)"
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
+
+
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=int, default=1000, help="model files (default 1000)")
+    parser.add_argument("--requests", type=int, default=50,
+                        help="warm GET /api/v1/models requests (default 50)")
+    parser.add_argument("--reader-sample", type=int, default=5, dest="reader_sample",
+                        help="files read with gguf.GGUFReader (default 5)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR and keep (and reuse) its models dir")
+    args = parser.parse_args(argv)
+    if args.models < 1:
+        parser.error("--models must be at least 1")
+    if args.requests < 0 or args.reader_sample < 0:
+        parser.error("--requests and --reader-sample must not be negative")
+    return args
+
+
+def run(args, work: Path) -> int:
+    n = args.models
+    log(f"lmhost listing benchmark: {n} models, 32k-token vocabularies, work dir {work}")
+    log(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s)")
+
+    models_dir, size, written, took = make_models(work, n)
+    log(f"\n[1] models dir: {n} files of {size / 1e6:.2f} MB in {PUBLISHERS if n >= PUBLISHERS else n}"
+        f" publishers x {math.ceil(n / min(PUBLISHERS, n))} folders ({took:.2f} s, "
+        f"{written} written, {n - written} reused)")
+    log("    one file written with write_vocab_heavy_llama, then copied with shutil.copyfile;"
+        " every copy is its own file (own path and mtime) and is parsed on a cold listing")
+
+    state_root = Path(tempfile.mkdtemp(prefix="state-", dir=work))
+    cold_ip, warm_ip = cold_listing_in_process(models_dir, state_root / "inproc", n)
+    log(f"\n[2] cold listing in-process (fresh Catalog, empty state dir): {fmt_s(cold_ip)}, "
+        f"{fmt_ms(cold_ip / n)} per file; a second list_models(): {fmt_ms(warm_ip)}")
+    log("    (cold = no metadata cache; the files are in the OS page cache, just written)")
+
+    server = Server(models_dir, state_root / "server", work / "server.log")
+    try:
+        up = server.start()
+        log(f"\n[3] lmhost serve --workers 1 on {HOST}:{server.port}: healthy after {up:.2f} s")
+        result = http_listing(server, n, args.requests)
+    except BenchError as exc:
+        raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
+    finally:
+        how = server.stop()
+    log(f"    server {how}")
+    warm = result["warm"]
+    log(f"    first GET /api/v1/models: {fmt_s(result['cold'])} "
+        f"({result['body_bytes'] / 1e3:.0f} kB body, {n} models)")
+    if warm:
+        log(f"    {len(warm)} warm GETs (fresh loopback connection each): "
+            f"p50 {fmt_ms(percentile(warm, 50))}, p90 {fmt_ms(percentile(warm, 90))}, "
+            f"max {fmt_ms(max(warm))}, mean {fmt_ms(statistics.fmean(warm))}")
+
+    reader = gguf_reader_sample(models_dir, n, args.reader_sample)
+    if reader:
+        log(f"\n[4] gguf.GGUFReader on {len(reader)} of the files: "
+            + ", ".join(fmt_s(t) for t in reader)
+            + f"; mean {fmt_s(statistics.fmean(reader))} per file")
+
+    # -- summary ------------------------------------------------------------------------------
+    w = 52
+    rows = [(f"listing {n} models (32k-token vocabularies)", "time", "per file"),
+            ("cold listing, lmhost catalog (in-process)", fmt_s(cold_ip), fmt_ms(cold_ip / n)),
+            ("cold listing through HTTP (first request)", fmt_s(result["cold"]),
+             fmt_ms(result["cold"] / n))]
+    if warm:
+        p50, p90 = percentile(warm, 50), percentile(warm, 90)
+        rows.append((f"warm listing through HTTP, p50 / p90 / max (n={len(warm)})",
+                     f"{p50 * 1000:.1f} / {p90 * 1000:.1f} / {max(warm) * 1000:.1f} ms", ""))
+    ratio = None
+    if reader:
+        per = statistics.fmean(reader)
+        rows.append((f"gguf.GGUFReader (sampled {len(reader)} files, x{n}) [extrapolated]",
+                     fmt_s(per * n), fmt_ms(per)))
+        ratio = per / (cold_ip / n)
+    log("\n" + "\n".join(f"{a:<{w + 12}}{b:<22}{c}" for a, b, c in rows))
+    if ratio is not None:
+        log(f"{'ratio: GGUFReader / lmhost cold (per file, in-process)':<{w + 12}}{ratio:.0f}x")
+    targets = []
+    if warm:
+        targets.append(f"warm p50 <= {WARM_P50_TARGET_MS:.0f} ms: "
+                       f"{'PASS' if percentile(warm, 50) * 1000 <= WARM_P50_TARGET_MS else 'FAIL'}")
+    if ratio is not None:
+        targets.append(f"cold >= {COLD_SPEEDUP_TARGET:.0f}x faster than GGUFReader: "
+                       f"{'PASS' if ratio >= COLD_SPEEDUP_TARGET else 'FAIL'}")
+    if targets:
+        log("targets: " + "; ".join(targets))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    if args.keep:
+        work = args.keep.expanduser().absolute()
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="lmhost-bench-"))
+    rc = 1
+    try:
+        rc = run(args, work)
+    except BenchError as exc:
+        log(f"\nbench FAILED: {exc}")
+        rc = 2
+    finally:
+        if args.keep:  # keep the models (reused next time), not the per-run state and log
+            for state in work.glob("state-*"):
+                shutil.rmtree(state, ignore_errors=True)
+            (work / "server.log").unlink(missing_ok=True)
+            log(f"\nkept {work / 'models'}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        log(f"total run time {time.perf_counter() - started:.1f} s")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
