@@ -325,6 +325,23 @@ def _writer_class():
     return _WRITER_CLASS
 
 
+def _add_hparams(w, *, name, size_label, ftype, context_length, n_embd, n_layer, n_ff,
+                 n_head, n_head_kv) -> None:
+    """The general and per-architecture hyper-parameters every synthetic model carries."""
+    if name is not None:
+        w.add_name(name)
+    if size_label is not None:
+        w.add_size_label(size_label)
+    w.add_file_type(int(ftype))
+    w.add_quantization_version(_gguf().GGML_QUANT_VERSION)
+    w.add_context_length(context_length)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+
+
 def _write(path: pathlib.Path, writer_setup, tensors: _Tensors, arch: str) -> None:
     """Write atomically: a ``.part`` file renamed into place once complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -437,18 +454,9 @@ def _write_llama(
         t.weight("output.weight", out)
 
     def setup(w) -> None:
-        if name is not None:
-            w.add_name(name)
-        if size_label is not None:
-            w.add_size_label(size_label)
-        w.add_file_type(int(ftype))
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        w.add_context_length(context_length)
-        w.add_embedding_length(n_embd)
-        w.add_block_count(n_layer)
-        w.add_feed_forward_length(n_ff)
-        w.add_head_count(n_head)
-        w.add_head_count_kv(n_head_kv)
+        _add_hparams(w, name=name, size_label=size_label, ftype=ftype,
+                     context_length=context_length, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff,
+                     n_head=n_head, n_head_kv=n_head_kv)
         w.add_layer_norm_rms_eps(1e-5)
         w.add_rope_dimension_count(head_dim)
         w.add_rope_freq_base(10000.0)
@@ -595,18 +603,9 @@ def write_bert_embedding(
         norm(p + "layer_output_norm")
 
     def setup(w) -> None:
-        if name is not None:
-            w.add_name(name)
-        if size_label is not None:
-            w.add_size_label(size_label)
-        w.add_file_type(int(ftype))
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        w.add_context_length(context_length)
-        w.add_embedding_length(n_embd)
-        w.add_block_count(n_layer)
-        w.add_feed_forward_length(n_ff)
-        w.add_head_count(n_head)
-        w.add_head_count_kv(n_head)
+        _add_hparams(w, name=name, size_label=size_label, ftype=ftype,
+                     context_length=context_length, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff,
+                     n_head=n_head, n_head_kv=n_head)
         w.add_layer_norm_eps(1e-12)
         w.add_causal_attention(False)
         w.add_pooling_type(gguf.PoolingType.MEAN)
