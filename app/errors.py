@@ -14,9 +14,11 @@ import uuid
 
 import flask_smorest
 from flask import jsonify
+from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
+from app.jsonbody import loads_lenient
 from workers.errors import LmhostError
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,17 @@ def _first_problem(messages, path=()):
 
 
 class Parser(FlaskParser):
-    """webargs' parser, answering bad input with 400 (the contract) instead of 422."""
+    """webargs' parser, answering bad input with 400 (the contract) instead of 422, and reading
+    JSON bodies as `app.jsonbody` does (a trailing comma is fine; so is a missing
+    Content-Type header, which curl users often forget)."""
 
     DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req):
+        data = req.get_data(cache=True)
+        if not data.strip():
+            return core.missing
+        return loads_lenient(data)
 
 
 class Blueprint(flask_smorest.Blueprint):

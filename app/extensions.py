@@ -9,7 +9,9 @@ from flask import current_app
 from app.memo import DumpMemo
 from config import Settings
 from workers.catalog import Catalog
+from workers.client import SupervisorClient
 from workers.listing import ModelListing
+from workers.table import InstanceTable
 
 
 @dataclass(frozen=True)
@@ -17,12 +19,15 @@ class Engine:
     settings: Settings
     catalog: Catalog
     listing: ModelListing
+    supervisor: SupervisorClient
     listing_body: DumpMemo = field(default_factory=DumpMemo)
 
     @classmethod
     def build(cls, settings: Settings) -> "Engine":
         catalog = Catalog(settings.models_dir, settings.state_dir)
-        return cls(settings=settings, catalog=catalog, listing=ModelListing(catalog))
+        return cls(settings=settings, catalog=catalog,
+                   listing=ModelListing(catalog, InstanceTable(settings.state_dir)),
+                   supervisor=SupervisorClient(settings))
 
 
 def engine() -> Engine:

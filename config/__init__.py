@@ -15,6 +15,11 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | workers      | LMHOST_WORKERS      | 2                  | gunicorn HTTP worker processes           |
 | threads      | LMHOST_THREADS      | 8                  | threads per HTTP worker (gthread)        |
 | log_level    | LMHOST_LOG_LEVEL    | info               | debug, info, warning, error              |
+| context_length | LMHOST_CONTEXT_LENGTH | 4096           | default n_ctx, capped by the model's     |
+| instance_threads | LMHOST_INSTANCE_THREADS | CPU cores    | llama.cpp threads of each instance       |
+| queue_size   | LMHOST_QUEUE_SIZE   | 8                  | requests queued per instance beyond the running one |
+| unload_timeout | LMHOST_UNLOAD_TIMEOUT | 30             | seconds an unload waits for the request in flight |
+| spare_instances | LMHOST_SPARE_INSTANCES | 1            | pre-started instance processes (llama_cpp imported) |
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ class Settings:
     workers: int = 2
     threads: int = 8
     log_level: str = "info"
+    context_length: int = 4096
+    instance_threads: int = 0  # 0: one per CPU core available to the process
+    queue_size: int = 8
+    unload_timeout: int = 30
+    spare_instances: int = 1
+
+    @property
+    def threads_per_instance(self) -> int:
+        return self.instance_threads or len(os.sched_getaffinity(0))
 
     @property
     def bind(self) -> str:
@@ -74,6 +88,17 @@ def _directory(raw: str | os.PathLike) -> Path:
     return Path(os.path.expanduser(str(raw).strip())).absolute()
 
 
+# Sockets live in the state dir, as <state>/instances/<12 hex>.sock; AF_UNIX paths hold 107 bytes.
+MAX_STATE_DIR_BYTES = 107 - len("/instances/") - 12 - len(".sock")
+
+
+def _state_directory(raw: str | os.PathLike) -> Path:
+    path = _directory(raw)
+    if len(os.fsencode(path)) > MAX_STATE_DIR_BYTES:
+        raise ValueError(f"{path} is too long for Unix sockets (at most {MAX_STATE_DIR_BYTES} bytes)")
+    return path
+
+
 def _log_level(raw: str) -> str:
     value = str(raw).strip().lower()
     if value not in LOG_LEVELS:
@@ -85,10 +110,15 @@ _PARSERS = {
     "host": _host,
     "port": _int_in(1, 65535),
     "models_dir": _directory,
-    "state_dir": _directory,
+    "state_dir": _state_directory,
     "workers": _int_in(1, 64),
     "threads": _int_in(1, 256),
     "log_level": _log_level,
+    "context_length": _int_in(1, 1 << 24),
+    "instance_threads": _int_in(0, 1024),
+    "queue_size": _int_in(0, 4096),
+    "unload_timeout": _int_in(0, 3600),
+    "spare_instances": _int_in(0, 4),
 }
 
 

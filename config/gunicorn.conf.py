@@ -20,3 +20,15 @@ proc_name = "lmhost"
 # gunicorn >= 27 opens a control socket, by default one per user ($HOME/.gunicorn/gunicorn.ctl),
 # which two lmhost services of one user would share: keep it in this service's state dir.
 control_socket = str(_settings.state_dir / "gunicorn.ctl")
+
+
+# The supervisor starts and stops with the service; it, not gunicorn, owns instance processes.
+def on_starting(server):
+    from workers.client import start_supervisor
+    if not start_supervisor(_settings, wait=30):
+        server.log.error("the lmhost supervisor did not start; control calls will answer 503")
+
+
+def on_exit(server):
+    from workers.client import stop_supervisor
+    stop_supervisor(_settings, timeout=_settings.unload_timeout + 15)

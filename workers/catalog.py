@@ -35,7 +35,7 @@ from workers.model_facts import FileFacts
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "catalog-cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when FileFacts changes
 
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
@@ -374,7 +374,7 @@ class Catalog:
             architecture=mlx["architecture"], name=None, description=None, size_label=None,
             quantization=tuple(mlx["quantization"]) if mlx["quantization"] else None,
             context_length=mlx["context_length"], is_embedding=mlx["is_embedding"],
-            tool_use=False, n_params=0, expert_count=None, block_count=None,
+            tool_use=False, n_params=0, expert_count=None, expert_used_count=None, block_count=None,
             embedding_length=None, head_count=None, head_count_kv=None)
         variant = Variant("mlx", tuple(weights),
                           sum(s.size for n, s in files.items() if n.endswith(".safetensors")), facts)

@@ -22,3 +22,36 @@ class InvalidRequest(LmhostError):
 
 class ModelNotFound(LmhostError, LookupError):
     type = "model_not_found"
+
+
+class InstanceNotFound(LmhostError, LookupError):
+    type = "instance_not_found"
+
+
+class IdentifierConflict(LmhostError):
+    type = "identifier_conflict"
+
+
+class ModelLoadFailed(LmhostError):
+    type = "model_load_failed"
+
+
+class Unavailable(LmhostError):
+    type = "unavailable"
+
+
+ERRORS_BY_TYPE = {cls.type: cls for cls in (
+    LmhostError, InvalidRequest, ModelNotFound, InstanceNotFound, IdentifierConflict,
+    ModelLoadFailed, Unavailable)}
+
+
+def to_wire(error: LmhostError) -> dict:
+    """The error as the body of API.md's error shape (for RPC replies and SSE events)."""
+    return {"type": error.type, "message": error.message, "code": error.code, "param": error.param}
+
+
+def from_wire(body: dict) -> LmhostError:
+    cls = ERRORS_BY_TYPE.get(body.get("type"), LmhostError)
+    error = cls(body.get("message") or "error", param=body.get("param"), code=body.get("code"))
+    error.type = body.get("type") or cls.type
+    return error

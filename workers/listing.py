@@ -1,10 +1,20 @@
-"""The model listing: catalog entries with their loaded instances merged in (seed 004)."""
+"""The model listing: catalog entries with their loaded instances merged in (seed 004).
+
+The instances come from the instance table, read without a lock (it is replaced atomically);
+HTTP workers keep nothing they could not rebuild from it (DESIGN invariant 1).
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from workers.catalog import Catalog, Model
+from workers.table import InstanceTable, TableUnreadable
+
+log = logging.getLogger(__name__)
+
+LISTED_STATES = ("loading", "loaded")
 
 
 def describe_model(model: Model, instances: list[dict] = ()) -> dict:
@@ -30,23 +40,45 @@ def describe_model(model: Model, instances: list[dict] = ()) -> dict:
     }
 
 
+def describe_instance(row: dict) -> dict:
+    """A table row as seed 004's ``loaded_instances`` entry (plus status and ttl)."""
+    entry = {"id": row["id"], "config": row["load_config"], "status": row["state"]}
+    if row.get("ttl"):
+        entry["ttl_seconds"] = row["ttl"]
+    return entry
+
+
 class ModelListing:
-    """Listing rows, rebuilt only when the catalog's snapshot changed.
+    """Listing rows, rebuilt only when the catalog's snapshot or the table changed.
 
     `rows()` returns the very same list object while nothing changed, so callers can memoize
     work derived from it (the HTTP layer keeps the serialized body) by identity.
     """
 
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, table: InstanceTable):
         self.catalog = catalog
+        self.table = table
         self._lock = threading.Lock()
-        self._last: tuple[list[Model] | None, list[dict]] = (None, [])
+        self._last: tuple[tuple, list[dict]] = ((None, None), [])
 
     def rows(self) -> list[dict]:
         models = self.catalog.list_models()
+        stamp = self.table.stamp()
         with self._lock:
-            source, rows = self._last
-            if source is not models:
-                rows = [describe_model(model) for model in models]
-                self._last = (models, rows)
+            (last_models, last_stamp), rows = self._last
+            if last_models is not models or last_stamp != stamp:
+                rows = self._merge(models)
+                self._last = ((models, stamp), rows)
             return rows
+
+    def _merge(self, models: list[Model]) -> list[dict]:
+        try:
+            table = self.table.read()
+        except TableUnreadable as exc:
+            log.warning("listing without instances: %s", exc)
+            table = []
+        by_model: dict[str, list[dict]] = {}
+        for row in sorted(table, key=lambda r: (r.get("created", 0), r["id"])):
+            if row.get("state") in LISTED_STATES:
+                by_model.setdefault(row["model_key"], []).append(describe_instance(row))
+        return [describe_model(model, by_model.get(model.key, ())) for model in models]

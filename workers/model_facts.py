@@ -38,6 +38,7 @@ class FileFacts:
     tool_use: bool
     n_params: int
     expert_count: int | None
+    expert_used_count: int | None
     block_count: int | None
     embedding_length: int | None
     head_count: int | None
@@ -85,6 +86,7 @@ def facts_from_header(header: GgufHeader) -> FileFacts:
                   or "tokenizer.chat_template.tool_use" in meta),
         n_params=sum(t.n_elements for t in header.tensors),
         expert_count=_int(meta, prefix + "expert_count"),
+        expert_used_count=_int(meta, prefix + "expert_used_count"),
         block_count=_int(meta, prefix + "block_count"),
         embedding_length=_int(meta, prefix + "embedding_length"),
         head_count=_int(meta, prefix + "attention.head_count"),

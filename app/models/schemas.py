@@ -6,7 +6,7 @@ and the LLM-only instance config) are left out of the output, not set to null.
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, post_dump
+from marshmallow import RAISE, Schema, ValidationError, fields, post_dump, validate
 
 LLM_ONLY_FIELDS = ("architecture", "capabilities", "description")
 
@@ -32,7 +32,8 @@ class InstanceConfigSchema(Schema):
 class LoadedInstanceSchema(Schema):
     id = fields.String()
     config = fields.Nested(InstanceConfigSchema)
-    status = fields.String(metadata={"description": "extension: 'loading' or 'loaded'"})
+    status = fields.String(metadata={"description": "extension: \"loading\" or \"loaded\""})
+    ttl_seconds = fields.Integer(metadata={"description": "extension: idle seconds before auto-unload"})
 
 
 class ModelSchema(Schema):
@@ -62,3 +63,70 @@ class ModelSchema(Schema):
 
 class ModelListSchema(Schema):
     models = fields.List(fields.Nested(ModelSchema))
+
+
+class StrictInteger(fields.Integer):
+    """An integer that is really one: 16384, not 16384.5, "16384" or true."""
+
+    def _validated(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class StrictBoolean(fields.Boolean):
+    truthy = {True}
+    falsy = {False}
+
+
+class GpuOffload(fields.Field):
+    """A share of layers on the GPU: a number 0..1, or "max" / "off"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value in ("max", "off"):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValidationError('must be a number from 0 to 1, "max" or "off"')
+        return float(value)
+
+
+class LoadRequestSchema(Schema):
+    """Seed 000's fields plus API.md's extensions; unknown keys are rejected (400)."""
+
+    class Meta:
+        unknown = RAISE
+
+    model = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    context_length = StrictInteger(validate=validate.Range(min=1))
+    eval_batch_size = StrictInteger(validate=validate.Range(min=1, max=1 << 20))
+    flash_attention = StrictBoolean()
+    num_experts = StrictInteger(validate=validate.Range(min=1))
+    offload_kv_cache_to_gpu = StrictBoolean()
+    echo_load_config = StrictBoolean()
+    identifier = fields.String(validate=[validate.Length(min=1, max=256),
+                                         validate.Regexp(r"^[^\x00-\x1f\x7f]+$",
+                                                         error="must not contain control characters")])
+    ttl = StrictInteger(validate=validate.Range(min=1))
+    reuse_existing = StrictBoolean()
+    gpu_offload = GpuOffload()
+
+
+class LoadResponseSchema(Schema):
+    type = fields.String()
+    model_instance_id = fields.String()
+    instance_id = fields.String()
+    load_time_seconds = fields.Float()
+    status = fields.String()
+    load_config = fields.Dict()
+    reused = fields.Boolean(metadata={"description": "extension: get-or-load returned an existing instance"})
+
+
+class UnloadRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    instance_id = fields.String(required=True, validate=validate.Length(min=1, max=512))
+
+
+class UnloadResponseSchema(Schema):
+    instance_id = fields.String()

@@ -149,4 +149,4 @@ def test_damaged_disk_cache_costs_only_a_cold_listing(models_dir, tmp_path):
     state.mkdir()
     (state / "catalog-cache.json").write_text("{not json")
     assert _keys(Catalog(models_dir, state)) == ["a"]
-    assert json.loads((state / "catalog-cache.json").read_text())["version"] == 1
+    assert json.loads((state / "catalog-cache.json").read_text())["version"] == 2

@@ -1,0 +1,82 @@
+"""``python -m workers``: the supervisor process.
+
+Started by gunicorn's master at start (config/gunicorn.conf.py) or, after a crash, by the first
+HTTP worker that cannot reach it (`workers.client.start_supervisor`). With ``--daemon`` it forks
+once and the starter's child exits at once, so no HTTP worker keeps a zombie. An exclusive
+``flock`` on ``<state>/supervisor.lock``, held for life, makes a second supervisor exit quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+
+from config import ConfigError, load_settings
+from workers import procs
+from workers.protocol import listen
+from workers.supervisor import LOCK_FILE, PID_FILE, SOCKET_FILE, Supervisor
+
+log = logging.getLogger("workers.supervisor")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser.add_argument("--state-dir", help="overrides LMHOST_STATE_DIR")
+    parser.add_argument("--daemon", action="store_true", help="fork and let the starter go")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(state_dir=args.state_dir)
+    except ConfigError as exc:
+        print(f"lmhost supervisor: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s [supervisor %(process)d] %(levelname)s %(message)s")
+    state_dir = settings.state_dir
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if args.daemon and os.fork():
+        os._exit(0)  # single-threaded here: forking is safe
+
+    lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another supervisor holds %s: exiting", state_dir / LOCK_FILE)
+        return 0
+
+    supervisor = Supervisor(settings)
+    supervisor.adopt_instances()
+    socket_path = str(state_dir / SOCKET_FILE)
+    listener = listen(socket_path)
+    pid_file = state_dir / PID_FILE
+    pid_file.write_text(f"{os.getpid()} {procs.start_time(os.getpid())}\n")
+
+    terminate = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: terminate.set())  # handlers only enqueue
+    for target in (supervisor.watch_deaths, supervisor.expire_idle, supervisor.refill_spares):
+        threading.Thread(target=target, name=target.__name__, daemon=True).start()
+    threading.Thread(target=supervisor.serve, args=(listener,), name="control", daemon=True).start()
+    log.info("supervising %s (models in %s)", state_dir, settings.models_dir)
+
+    while not (terminate.wait(0.5) or supervisor.done.is_set()):
+        pass
+    if not supervisor.done.is_set():
+        log.info("stopping: unloading every instance")
+        supervisor.stop_all()
+    listener.close()
+    for path in (socket_path, pid_file):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

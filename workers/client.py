@@ -1,0 +1,150 @@
+"""What HTTP workers use to reach the supervisor: control RPC over its Unix socket, and the
+start/stop of the supervisor process itself.
+
+A control call that cannot connect starts the supervisor again (under a file lock, so one HTTP
+worker starts it while the others wait), waits a bounded time for it, and otherwise fails with
+`Unavailable` (503): nothing hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock, Timeout
+
+from config import Settings, to_env
+from workers import procs
+from workers.errors import Unavailable, from_wire
+from workers.protocol import Channel, ProtocolError
+from workers.supervisor import PID_FILE, SOCKET_FILE
+from workers.table import InstanceTable, TableUnreadable
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0
+RESTART_WAIT = 10.0
+START_LOCK = "supervisor.start.lock"
+
+
+def _connect(settings: Settings) -> Channel:
+    return Channel.connect(str(settings.state_dir / SOCKET_FILE), CONNECT_TIMEOUT)
+
+
+def ping(settings: Settings) -> bool:
+    try:
+        with _connect(settings) as channel:
+            channel.send({"op": "ping"})
+            return "result" in channel.recv()
+    except (OSError, ProtocolError):
+        return False
+
+
+def start_supervisor(settings: Settings, wait: float = RESTART_WAIT) -> bool:
+    """Start the supervisor unless it answers; True once it answers (within `wait` s)."""
+    if ping(settings):
+        return True
+    lock = FileLock(str(settings.state_dir / START_LOCK))
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        return ping(settings)
+    try:
+        if ping(settings):  # another worker started it while we waited for the lock
+            return True
+        log.info("starting the supervisor for %s", settings.state_dir)
+        starter = subprocess.Popen(
+            [sys.executable, "-m", "workers", "--state-dir", str(settings.state_dir), "--daemon"],
+            env={**os.environ, **to_env(settings)}, stdin=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True)
+        starter.wait(timeout=30)  # returns as soon as the daemon has forked
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if ping(settings):
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        lock.release()
+
+
+def stop_supervisor(settings: Settings, timeout: float) -> None:
+    """Stop the supervisor and with it every instance; kill whatever is left after `timeout`.
+    Used when the service stops (gunicorn's on_exit)."""
+    try:
+        with _connect(settings) as channel:
+            channel.settimeout(timeout)
+            channel.send({"op": "shutdown"})
+            channel.recv()
+    except (OSError, ProtocolError):
+        log.warning("supervisor did not confirm its shutdown: stopping what is left by pid")
+    pid_file = settings.state_dir / PID_FILE
+    try:
+        pid, started = (int(x) for x in pid_file.read_text().split())
+        if not procs.wait_gone(pid, started, 10):
+            procs.stop_process(pid, started, 5)
+    except (OSError, ValueError):
+        pass
+    try:
+        rows = InstanceTable(settings.state_dir).read()
+    except TableUnreadable:
+        rows = []
+    for row in rows:  # a supervisor that died without stopping its instances
+        if row.get("pid") and row.get("started"):
+            procs.signal_process(row["pid"], row["started"], signal.SIGKILL)
+
+
+class SupervisorClient:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def _channel(self) -> Channel:
+        try:
+            return _connect(self.settings)
+        except OSError:
+            pass
+        if not start_supervisor(self.settings):
+            raise Unavailable("the supervisor cannot be reached; try again shortly")
+        try:
+            return _connect(self.settings)
+        except OSError:
+            raise Unavailable("the supervisor cannot be reached; try again shortly") from None
+
+    def events(self, request: dict, timeout: float = 600.0) -> Iterator[dict]:
+        """Send one control request; yield its events, then its result as
+        ``{"result": ...}``. An error reply raises the matching `LmhostError`."""
+        channel = self._channel()
+        try:
+            channel.settimeout(timeout)
+            channel.send(request)
+            while True:
+                try:
+                    message = channel.recv()
+                except (OSError, ProtocolError):
+                    raise Unavailable("the supervisor stopped answering") from None
+                if "error" in message:
+                    raise from_wire(message["error"])
+                yield message
+                if "result" in message:
+                    return
+        finally:
+            channel.close()
+
+    def call(self, request: dict, timeout: float = 600.0) -> dict:
+        for message in self.events(request, timeout):
+            if "result" in message:
+                return message["result"]
+        raise Unavailable("the supervisor closed the connection")
+
+    def load(self, load_request: dict) -> Iterator[dict]:
+        return self.events({"op": "load", "request": load_request})
+
+    def unload(self, instance_id: str) -> dict:
+        return self.call({"op": "unload", "instance_id": instance_id},
+                         timeout=self.settings.unload_timeout + 30)

@@ -1,0 +1,332 @@
+"""One model instance: a process that hosts exactly one `llama_cpp.Llama` (DESIGN invariant 4).
+
+Started by the supervisor as ``python -m workers.instance --state-dir S --handle H``:
+
+- stdin: one JSON line, the spec (instance id, model, llama kwargs, ...). The process imports
+  llama_cpp *before* reading it, so the supervisor keeps one such process waiting as a spare and
+  a load skips the import. EOF on stdin (the supervisor dismissed the spare, or died): exit.
+- stdout: events for the supervisor, JSON lines: ``{"event": "progress", "progress": p}``
+  (from llama.cpp's own loader callback), then ``{"event": "loaded", ...}`` or
+  ``{"event": "failed", "message": ...}``. If the supervisor is gone while loading (the pipe is
+  broken), the load is abandoned and the process exits: nobody could adopt it.
+- stderr: ``<state>/logs/<handle>.log``, opened by the supervisor. llama.cpp writes its reasons
+  for a failed load there; the supervisor quotes the tail in the error.
+
+Once loaded it serves ``<state>/instances/<handle>.sock`` (JSON lines, `workers.protocol`):
+``info`` and ``status`` are answered at once; inference jobs go through a bounded queue to one
+executor thread, so one request runs at a time and `status` knows whether it is busy (TTL and
+eviction never cut a request in flight). ``shutdown`` (or SIGTERM) stops accepting, lets the
+running job finish within the given timeout, fails queued jobs and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from workers.protocol import Channel, ProtocolError, listen
+
+log = logging.getLogger("workers.instance")
+
+PROGRESS_STEP = 0.01  # report progress in steps of at least 1%
+
+
+class Events:
+    """The stdout pipe to the supervisor. A broken pipe while loading means it died."""
+
+    def __init__(self, fd: int):
+        self._file = os.fdopen(fd, "w", buffering=1)
+        self.broken = False
+
+    def send(self, **event) -> None:
+        try:
+            self._file.write(json.dumps(event) + "\n")
+            self._file.flush()
+        except (BrokenPipeError, OSError):
+            self.broken = True
+
+
+def install_progress_hook(report):
+    """Make every `Llama()` in this process report load progress through `report(float)`.
+
+    `Llama` builds its model parameters with `llama_model_default_params()` and takes no
+    progress callback itself; wrapping that function installs ours. Returning False from the
+    callback makes llama.cpp abandon the load. The ctypes callback object is returned: the
+    caller keeps it alive for as long as the model (llama.cpp holds a raw pointer to it).
+    """
+    import llama_cpp.llama_cpp as native
+
+    original = native.llama_model_default_params
+
+    @native.llama_progress_callback
+    def on_progress(progress, _user_data):
+        return bool(report(float(progress)))
+
+    def default_params_with_progress():
+        params = original()
+        params.progress_callback = on_progress
+        return params
+
+    native.llama_model_default_params = default_params_with_progress
+    return on_progress
+
+
+class Job:
+    def __init__(self, request: dict, channel: Channel):
+        self.request = request
+        self.channel = channel
+        self.done = threading.Event()
+
+
+class Instance:
+    def __init__(self, spec: dict, llm, socket_path: str, queue_size: int):
+        self.spec = spec
+        self.llm = llm
+        self.socket_path = socket_path
+        self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        # `pending` counts accepted jobs, queued or running; "idle" means pending == 0. It and
+        # `stopping` change together under state_lock, so an expiry can never slip between a
+        # request being accepted and it running.
+        self.state_lock = threading.Lock()
+        self.pending = 0
+        self.running = False
+        self.last_used = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
+        self.stopping = threading.Event()
+        self.listener: socket.socket | None = None
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Accept connections until stopped; `self.listener` is already listening."""
+        threading.Thread(target=self._execute_jobs, name="executor", daemon=True).start()
+        self.listener.settimeout(0.2)  # wake up to notice `stopping`
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            conn.settimeout(None)
+            threading.Thread(target=self._handle, args=(Channel(conn),), daemon=True).start()
+
+    def _handle(self, channel: Channel) -> None:
+        keep_open = False
+        try:
+            request = channel.recv()
+            op = request.get("op")
+            if op == "info":
+                channel.send(self.info())
+            elif op == "status":
+                channel.send(self.status())
+            elif op == "expire":
+                channel.send(self.expire(float(request["ttl"])))
+            elif op == "shutdown":
+                channel.send({"ok": True})
+                self.stop(float(request.get("graceful_timeout", 30)))
+            elif op == "run":
+                keep_open = self._enqueue(request, channel)
+            else:
+                channel.send({"error": {"type": "invalid_request", "message": f"unknown op {op!r}"}})
+        except (ProtocolError, OSError, ValueError):
+            pass
+        finally:
+            if not keep_open:
+                channel.close()
+
+    def _enqueue(self, request: dict, channel: Channel) -> bool:
+        with self.state_lock:
+            if self.stopping.is_set():
+                refusal = {"type": "unavailable", "message": "instance is unloading"}
+            else:
+                try:
+                    self.jobs.put_nowait(Job(request, channel))
+                    self.pending += 1
+                    return True
+                except queue.Full:
+                    refusal = {"type": "overloaded", "message": "the instance's queue is full"}
+        channel.send({"error": refusal})
+        return False
+
+    def _execute_jobs(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            with self.state_lock:
+                self.running = True
+                self.last_used = time.monotonic()
+            try:
+                run_job(self.llm, job.request, job.channel)
+            except (OSError, ProtocolError):
+                pass  # the client went away: its generation stops here
+            except Exception as exc:  # noqa: BLE001 - a bad request must not kill the instance
+                log.exception("job failed")
+                try:
+                    job.channel.send({"error": {"type": "invalid_request", "message": str(exc)}})
+                except OSError:
+                    pass
+            finally:
+                job.channel.close()
+                with self.state_lock:
+                    self.last_used = time.monotonic()
+                    self.running = False
+                    self.pending -= 1
+                job.done.set()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        return {**self.spec, "pid": os.getpid(), "socket": self.socket_path}
+
+    def status(self) -> dict:
+        with self.state_lock:
+            return {"busy": self.running, "queued": self.pending - self.running,
+                    "last_used": self.last_used, "now": time.monotonic()}
+
+    def expire(self, ttl: float) -> dict:
+        """Stop if idle (nothing queued or running) for `ttl` seconds, decided atomically."""
+        with self.state_lock:
+            idle_for = time.monotonic() - self.last_used
+            expired = self.pending == 0 and idle_for >= ttl and not self.stopping.is_set()
+            if expired:
+                self.stopping.set()
+        if expired:
+            threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
+        return {"expired": expired, "last_used_ago": 0.0 if self.pending else idle_for}
+
+    def stop(self, graceful_timeout: float) -> None:
+        """Stop accepting, let the running job finish (bounded), fail queued jobs, exit."""
+        with self.state_lock:
+            if self.stopping.is_set():
+                return
+            self.stopping.set()
+        threading.Thread(target=self._finish, args=(graceful_timeout,), daemon=True).start()
+
+    def _finish(self, graceful_timeout: float) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        pending = []
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                pending.append(job)
+        for job in pending:
+            with self.state_lock:
+                self.pending -= 1
+            try:
+                job.channel.send({"error": {"type": "unavailable", "message": "instance unloaded"}})
+            except OSError:
+                pass
+            finally:
+                job.channel.close()
+        deadline = time.monotonic() + graceful_timeout
+        while self.pending > 0 and time.monotonic() < deadline:  # the job in flight
+            time.sleep(0.01)
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+        sys.stderr.flush()
+        os._exit(0)  # llama.cpp's destructors add nothing at exit but time
+
+
+def run_job(llm, request: dict, channel: Channel) -> None:
+    """One inference request: ``{"op": "run", "kind": "completion"|"chat"|"embedding",
+    "params": {...}, "stream": bool}``; the reply is the result line, or one line per chunk
+    then ``{"done": true}`` when streaming."""
+    kind, params, stream = request.get("kind"), dict(request.get("params") or {}), bool(request.get("stream"))
+    if kind == "embedding":
+        channel.send({"result": llm.create_embedding(**params)})
+        return
+    method = {"completion": llm.create_completion, "chat": llm.create_chat_completion}.get(kind)
+    if method is None:
+        raise ValueError(f"unknown kind {kind!r}")
+    if not stream:
+        channel.send({"result": method(**params)})
+        return
+    chunks = method(stream=True, **params)
+    try:
+        for chunk in chunks:
+            channel.send({"chunk": chunk})  # raises when the client is gone
+        channel.send({"done": True})
+    finally:
+        chunks.close()  # stops llama.cpp's generation loop
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.instance")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--handle", required=True)
+    parser.add_argument("--queue-size", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    # Our events go to a private copy of stdout; fd 1 joins stderr (the log file), so nothing
+    # llama.cpp or a library prints can corrupt the event stream.
+    events = Events(os.dup(1))
+    os.dup2(2, 1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s [instance {args.handle}] %(levelname)s %(message)s")
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    import llama_cpp  # the slow import, done before the spec arrives (spare process)
+
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # dismissed spare
+    spec = json.loads(line)
+    log.info("loading %s for instance %r", spec["path"], spec["instance_id"])
+
+    last = [-1.0]
+
+    def report(progress: float) -> bool:
+        if progress >= 1.0 or progress - last[0] >= PROGRESS_STEP:
+            last[0] = progress
+            events.send(event="progress", progress=round(min(progress, 1.0), 4))
+        return not events.broken  # supervisor gone: abandon the load
+
+    callback = install_progress_hook(report)  # noqa: F841 - must outlive the model
+    started = time.monotonic()
+    try:
+        llm = llama_cpp.Llama(**spec["llama_kwargs"])
+    except Exception as exc:  # noqa: BLE001 - reported to the supervisor, which quotes stderr
+        sys.stderr.flush()
+        events.send(event="failed", message=str(exc))
+        return 1
+    if events.broken:
+        return 1
+    load_time = time.monotonic() - started
+    # Loaded: from now on only llama.cpp's warnings and errors reach the log.
+    from llama_cpp import _logger
+    _logger.set_verbose(False)
+    llm.verbose = False
+
+    socket_path = str(Path(args.state_dir) / "instances" / f"{args.handle}.sock")
+    instance = Instance({**spec, "load_time_seconds": load_time}, llm, socket_path, args.queue_size)
+    signal.signal(signal.SIGTERM, lambda *_: instance.stop(30.0))  # sets a flag, starts a thread
+    instance.listener = listen(socket_path)  # listening before "loaded" is reported
+    server = threading.Thread(target=instance.serve, name="accept", daemon=True)
+    server.start()
+    events.send(event="loaded", load_time_seconds=load_time, socket=socket_path,
+                pid=os.getpid())
+    log.info("loaded in %.3f s, serving %s", load_time, socket_path)
+    server.join()
+    instance.stop(30.0)
+    threading.Event().wait()  # _finish exits the process
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Decisions, as pure functions of plain data (DESIGN invariant 5).
+
+They take table rows, instance statuses and clock readings and return what to do; the
+supervisor acts on the answer under its lock. Unit-tested without processes.
+"""
+
+from __future__ import annotations
+
+LOADING, LOADED, UNLOADING = "loading", "loaded", "unloading"
+
+
+def default_identifier(reference: str, taken: set[str]) -> str:
+    """API.md: the reference as given for the first instance, then ``<ref>:2``, ``<ref>:3``…"""
+    if reference not in taken:
+        return reference
+    n = 2
+    while f"{reference}:{n}" in taken:
+        n += 1
+    return f"{reference}:{n}"
+
+
+def pick_reusable(rows: list[dict], model_key: str, variant: str) -> dict | None:
+    """The instance a get-or-load of (model, variant) should wait for and return: a loaded one
+    first (the oldest), else one still loading; never one that is unloading."""
+    candidates = [r for r in rows if r["model_key"] == model_key and r["variant"] == variant
+                  and r["state"] in (LOADED, LOADING)]
+    candidates.sort(key=lambda r: (r["state"] != LOADED, r["created"], r["id"]))
+    return candidates[0] if candidates else None
+
+
+def ttl_expired(ttl: int | None, status: dict) -> bool:
+    """An instance expires when it has a TTL, is idle (nothing running, nothing queued) and its
+    last request ended more than `ttl` seconds ago. `status` is the instance's own answer
+    (``busy``, ``queued``, ``last_used`` and ``now`` on its monotonic clock)."""
+    if not ttl or status.get("busy") or status.get("queued"):
+        return False
+    return status["now"] - status["last_used"] >= ttl

@@ -1,0 +1,62 @@
+"""The instance table: ``<state>/instances.json``, the durable record of instances.
+
+The supervisor is its only writer (DESIGN invariant 1); HTTP workers read it for listings.
+Writes take a `filelock` (two supervisors can overlap for a moment during a restart) and replace
+the file atomically — write a temporary file, fsync, rename, fsync the folder — so a reader or a
+crash mid-write sees the old table or the new one, never half of one. Readers take no lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from filelock import FileLock
+
+TABLE_FILE = "instances.json"
+VERSION = 1
+
+
+class TableUnreadable(ValueError):
+    """The table file exists but cannot be parsed; the supervisor rebuilds it."""
+
+
+class InstanceTable:
+    def __init__(self, state_dir: str | os.PathLike):
+        self.path = Path(state_dir) / TABLE_FILE
+        self.lock = FileLock(str(self.path) + ".lock", timeout=10)
+
+    def read(self) -> list[dict]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise TableUnreadable(f"{self.path}: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
+            raise TableUnreadable(f"{self.path}: not an instance table")
+        return data["instances"]
+
+    def stamp(self) -> tuple | None:
+        """Changes whenever the table is replaced (a new inode each time): a cache key."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def write(self, rows: list[dict]) -> None:
+        body = json.dumps({"version": VERSION, "instances": rows}, indent=1).encode()
+        tmp = self.path.with_name(f"{TABLE_FILE}.{os.getpid()}.tmp")
+        with self.lock:
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
