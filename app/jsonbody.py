@@ -16,6 +16,7 @@ def strip_trailing_commas(text: str) -> str:
     out = []
     in_string = escaped = False
     pending_comma = None  # index in `out` of a comma that may turn out to be trailing
+    last = ""  # the last significant character outside strings
     for ch in text:
         if in_string:
             out.append(ch)
@@ -25,13 +26,17 @@ def strip_trailing_commas(text: str) -> str:
                 escaped = True
             elif ch == '"':
                 in_string = False
+                last = '"'
             continue
         if ch in "}]" and pending_comma is not None:
             out[pending_comma] = ""
         if ch == ",":
-            pending_comma = len(out)
+            # only a comma after a value can be trailing: "[,]" and "{,}" stay invalid
+            pending_comma = len(out) if last not in ("", "[", "{", ",") else None
         elif not ch.isspace():
             pending_comma = None
+        if not ch.isspace():
+            last = ch
         if ch == '"':
             in_string = True
         out.append(ch)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from app import create_app
@@ -32,3 +35,62 @@ def app(settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def short_tmp():
+    """A short temporary folder: Unix socket paths (state dir) hold at most 107 bytes."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="lmh-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Live:
+    """A real supervisor over the demo models, and an app (Flask test client) that uses it."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.app = create_app(settings)
+        self.client = self.app.test_client()
+
+    @property
+    def state_dir(self):
+        return self.settings.state_dir
+
+    def load(self, **body):
+        return self.client.post("/api/v1/models/load", json=body)
+
+    def unload(self, instance_id):
+        return self.client.post("/api/v1/models/unload", json={"instance_id": instance_id})
+
+    def table(self):
+        from workers.table import InstanceTable
+        return InstanceTable(self.state_dir).read()
+
+    def instances(self, key):
+        models = self.client.get("/api/v1/models").get_json()["models"]
+        return next(m["loaded_instances"] for m in models if m["key"] == key)
+
+
+@pytest.fixture
+def live(short_tmp):
+    from tests.helpers import our_processes, wait_for
+    from workers import synthetic
+    from workers.client import start_supervisor, stop_supervisor
+
+    synthetic.write_demo_models(short_tmp / "models")
+    settings = load_settings(env={}, models_dir=short_tmp / "models", state_dir=short_tmp / "state",
+                             instance_threads=1, unload_timeout=5)
+    assert start_supervisor(settings, wait=30)
+    yield Live(settings)
+    stop_supervisor(settings, timeout=20)
+    try:
+        wait_for(lambda: not our_processes(settings.state_dir), timeout=10,
+                 what="every supervisor, instance and spare process to exit")
+    finally:
+        for pid in our_processes(settings.state_dir):  # never leak into later tests
+            os.kill(pid, signal.SIGKILL)

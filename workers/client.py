@@ -46,14 +46,16 @@ def ping(settings: Settings) -> bool:
         return False
 
 
-def start_supervisor(settings: Settings, wait: float = RESTART_WAIT) -> bool:
+def start_supervisor(settings: Settings, wait: float | None = None) -> bool:
     """Start the supervisor unless it answers; True once it answers (within `wait` s)."""
+    wait = RESTART_WAIT if wait is None else wait
     if ping(settings):
         return True
     lock = FileLock(str(settings.state_dir / START_LOCK))
     try:
         lock.acquire(timeout=wait)
     except Timeout:
+        log.warning("another process has been starting the supervisor for %.0f s", wait)
         return ping(settings)
     try:
         if ping(settings):  # another worker started it while we waited for the lock
@@ -77,6 +79,11 @@ def start_supervisor(settings: Settings, wait: float = RESTART_WAIT) -> bool:
 def stop_supervisor(settings: Settings, timeout: float) -> None:
     """Stop the supervisor and with it every instance; kill whatever is left after `timeout`.
     Used when the service stops (gunicorn's on_exit)."""
+    instances_dir = settings.state_dir / "instances"
+    if not ping(settings) and any(instances_dir.glob("*.sock")):
+        # Instances without a supervisor (it crashed, and maybe the table is damaged): a new
+        # supervisor adopts them from their sockets, so that the shutdown below reaches them.
+        start_supervisor(settings, wait=10)
     try:
         with _connect(settings) as channel:
             channel.settimeout(timeout)

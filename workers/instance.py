@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from workers import policy
 from workers.protocol import Channel, ProtocolError, listen
 
 log = logging.getLogger("workers.instance")
@@ -188,21 +189,27 @@ class Instance:
     def info(self) -> dict:
         return {**self.spec, "pid": os.getpid(), "socket": self.socket_path}
 
+    def _status(self) -> dict:
+        # caller holds state_lock
+        return {"busy": self.running, "queued": self.pending - self.running,
+                "last_used": self.last_used, "now": time.monotonic()}
+
     def status(self) -> dict:
         with self.state_lock:
-            return {"busy": self.running, "queued": self.pending - self.running,
-                    "last_used": self.last_used, "now": time.monotonic()}
+            return self._status()
 
     def expire(self, ttl: float) -> dict:
-        """Stop if idle (nothing queued or running) for `ttl` seconds, decided atomically."""
+        """Stop if idle (nothing queued or running) for `ttl` seconds. Decided and acted on
+        under state_lock, so no request can be accepted between the decision and the stop."""
         with self.state_lock:
-            idle_for = time.monotonic() - self.last_used
-            expired = self.pending == 0 and idle_for >= ttl and not self.stopping.is_set()
+            status = self._status()
+            expired = not self.stopping.is_set() and policy.ttl_expired(ttl, status)
             if expired:
                 self.stopping.set()
         if expired:
             threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
-        return {"expired": expired, "last_used_ago": 0.0 if self.pending else idle_for}
+        idle_for = 0.0 if status["busy"] or status["queued"] else status["now"] - status["last_used"]
+        return {"expired": expired, "last_used_ago": idle_for}
 
     def stop(self, graceful_timeout: float) -> None:
         """Stop accepting, let the running job finish (bounded), fail queued jobs, exit."""
@@ -251,9 +258,10 @@ def run_job(llm, request: dict, channel: Channel) -> None:
     if kind == "embedding":
         channel.send({"result": llm.create_embedding(**params)})
         return
-    method = {"completion": llm.create_completion, "chat": llm.create_chat_completion}.get(kind)
-    if method is None:
+    method_name = {"completion": "create_completion", "chat": "create_chat_completion"}.get(kind)
+    if method_name is None:
         raise ValueError(f"unknown kind {kind!r}")
+    method = getattr(llm, method_name)
     if not stream:
         channel.send({"result": method(**params)})
         return

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import wait_for
+from tests.helpers import our_processes, wait_for
 
 LMHOST = str(Path(sys.executable).with_name("lmhost"))
 
@@ -33,6 +33,7 @@ class Server:
     proc: subprocess.Popen
     url: str
     log: Path
+    state_dir: Path
 
     def get(self, path, **kwargs):
         return requests.get(self.url + path, timeout=10, **kwargs)
@@ -59,14 +60,15 @@ class Server:
 def start_server(tmp_path, models_dir, *args, env=None) -> Server:
     port = free_port()
     log = tmp_path / f"server-{port}.log"
+    state_dir = tmp_path / f"state-{port}"
     with open(log, "wb") as out:
         models_flag = ["--models-dir", str(models_dir)] if models_dir is not None else []
         proc = subprocess.Popen(
             [LMHOST, "serve", "--port", str(port), *models_flag,
-             "--state-dir", str(tmp_path / "state"), *args],
+             "--state-dir", str(state_dir), *args],
             stdout=out, stderr=subprocess.STDOUT, env=env or clean_env(),
             start_new_session=True)  # its own process group: the test can see every child
-    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    server = Server(proc, f"http://127.0.0.1:{port}", log, state_dir)
 
     def up():
         if proc.poll() is not None:
@@ -81,11 +83,11 @@ def start_server(tmp_path, models_dir, *args, env=None) -> Server:
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(short_tmp):
     servers = []
 
     def _start(models_dir, *args, env=None):
-        server = start_server(tmp_path, models_dir, *args, env=env)
+        server = start_server(short_tmp, models_dir, *args, env=env)
         servers.append(server)
         return server
 
@@ -95,3 +97,5 @@ def serve(tmp_path):
             server.stop()
         if server.process_group_alive():
             os.killpg(server.proc.pid, signal.SIGKILL)
+        for pid in our_processes(server.state_dir):  # supervisor, instances: other sessions
+            os.kill(pid, signal.SIGKILL)

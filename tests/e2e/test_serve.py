@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from tests.e2e.conftest import LMHOST, clean_env
-from tests.helpers import wait_for
+from tests.helpers import our_processes, wait_for
 
 
 def demo(models_dir) -> subprocess.CompletedProcess:
@@ -69,3 +72,80 @@ def test_bad_settings_fail_the_start_naming_the_key(tmp_path, args, env, named):
                           capture_output=True, text=True, timeout=30, env=clean_env(**env))
     assert proc.returncode != 0
     assert f"configuration error: {named}:" in proc.stderr
+
+
+SEED_000_CURL = """curl http://127.0.0.1:1234/api/v1/models/load \\
+  -H "Authorization: Bearer $LM_API_TOKEN" \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "model": "openai/gpt-oss-20b",
+    "context_length": 16384,
+    "flash_attention": true,
+    "echo_load_config": true,
+  }'"""
+
+
+def test_seed_load_example_verbatim_then_sigterm_stops_every_instance(short_tmp, serve):
+    from workers import synthetic
+    models = short_tmp / "models"
+    synthetic.write_dense_llama(models / "openai" / "gpt-oss-20b-GGUF" / "gpt-oss-20b-Q8_0.gguf",
+                                file_type="Q8_0", context_length=32768)
+    synthetic.write_demo_models(models)
+    server = serve(models)
+    command = SEED_000_CURL.replace("127.0.0.1:1234", server.url.removeprefix("http://"))
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60,
+                         env={**clean_env(), "LM_API_TOKEN": ""})
+    body = json.loads(out.stdout)
+    assert body["model_instance_id"] == "openai/gpt-oss-20b" and body["status"] == "loaded"
+    assert body["load_config"] == {"context_length": 16384, "eval_batch_size": 512,
+                                   "flash_attention": True, "offload_kv_cache_to_gpu": True}
+    for model in ("tiny-embed", "tiny-moe"):
+        assert requests.post(server.url + "/api/v1/models/load", json={"model": model},
+                             timeout=60).status_code == 200
+    listed = {i["id"] for m in server.get("/api/v1/models").json()["models"]
+              for i in m["loaded_instances"]}
+    assert listed == {"openai/gpt-oss-20b", "tiny-embed", "tiny-moe"}
+    assert len(our_processes(server.state_dir)) >= 5  # supervisor, 3 instances, a spare
+
+    assert server.stop(signal.SIGTERM) == 0
+    wait_for(lambda: not our_processes(server.state_dir), timeout=10,
+             what="no process of the service to remain")
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_sigkill_of_the_http_worker_during_a_load(short_tmp, serve):
+    from workers import synthetic
+    from workers.table import InstanceTable
+    models = short_tmp / "models"
+    synthetic.write_demo_models(models)
+    server = serve(models, "--workers", "1")
+    table = InstanceTable(server.state_dir)
+
+    def spare():
+        owned = {r["pid"] for r in table.read()}
+        return [p for p in our_processes(server.state_dir)
+                if b"workers.instance" in open(f"/proc/{p}/cmdline", "rb").read() and p not in owned]
+
+    (spare_pid,) = wait_for(spare, timeout=15, what="the spare instance process")
+    os.kill(spare_pid, signal.SIGSTOP)  # the load will take it and stall
+    (worker,) = _children(server.proc.pid)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(requests.post, server.url + "/api/v1/models/load",
+                              json={"model": "tiny-llama"}, timeout=30)
+        wait_for(lambda: [r["state"] for r in table.read()] == ["loading"], timeout=10,
+                 what="the load to start")
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(requests.ConnectionError):
+            pending.result(timeout=30)
+    os.kill(spare_pid, signal.SIGCONT)
+    wait_for(lambda: [r["state"] for r in table.read()] == ["loaded"], timeout=15,
+             what="the orphaned load to finish rather than stay 'loading'")
+    # gunicorn replaced the worker; the instance is usable and can be unloaded
+    wait_for(lambda: server.get("/healthz").status_code == 200, timeout=15, what="a new worker")
+    response = requests.post(server.url + "/api/v1/models/unload",
+                             json={"instance_id": "tiny-llama"}, timeout=30)
+    assert response.json() == {"instance_id": "tiny-llama"}

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from workers import policy
+
+
+def test_default_identifier():
+    assert policy.default_identifier("openai/gpt-oss-20b", set()) == "openai/gpt-oss-20b"
+    assert policy.default_identifier("m", {"m"}) == "m:2"
+    assert policy.default_identifier("m", {"m", "m:2", "m:4"}) == "m:3"
+
+
+def _row(id_, state, created, key="m", variant="q8_0"):
+    return {"id": id_, "state": state, "created": created, "model_key": key, "variant": variant}
+
+
+def test_pick_reusable_prefers_loaded_then_oldest_and_never_unloading():
+    rows = [_row("a", "loading", 1), _row("b", "loaded", 3), _row("c", "loaded", 2),
+            _row("d", "unloading", 0), _row("e", "loaded", 0, variant="f16")]
+    assert policy.pick_reusable(rows, "m", "q8_0")["id"] == "c"
+    assert policy.pick_reusable(rows[:1] + rows[3:4], "m", "q8_0")["id"] == "a"
+    assert policy.pick_reusable(rows[3:4], "m", "q8_0") is None
+    assert policy.pick_reusable(rows, "other", "q8_0") is None
+
+
+def test_ttl_expired_only_when_idle_long_enough():
+    idle = {"busy": False, "queued": 0, "last_used": 100.0, "now": 160.0}
+    assert policy.ttl_expired(60, idle)
+    assert not policy.ttl_expired(61, idle)
+    assert not policy.ttl_expired(None, idle)
+    assert not policy.ttl_expired(60, {**idle, "busy": True})
+    assert not policy.ttl_expired(60, {**idle, "queued": 1})
