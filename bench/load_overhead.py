@@ -133,7 +133,10 @@ def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: 
     if proc.returncode != 0 or not lines:
         tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-20:])
         raise BenchError(f"the in-process baseline failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1])
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        raise BenchError(f"the in-process baseline printed no result: {lines[-1][:300]!r}") from None
 
 
 # -- 3./4. the real service ----------------------------------------------------------------------
@@ -327,7 +330,9 @@ def api_loads(server: Server, runs: int, n_ctx: int, spares: int) -> dict:
             answer = json.loads(body)
         except ValueError:
             answer = None
-        if status != 200 or not isinstance(answer, dict) or answer.get("status") != "loaded":
+        if (status != 200 or not isinstance(answer, dict) or answer.get("status") != "loaded"
+                or not isinstance(answer.get("instance_id"), str)
+                or not isinstance(answer.get("load_time_seconds"), (int, float))):
             raise BenchError(f"load #{i}: HTTP {status}: {body[:500]!r}")
         instance_id = answer["instance_id"]
         walls.append(wall)

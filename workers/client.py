@@ -125,23 +125,35 @@ class SupervisorClient:
 
     def events(self, request: dict, timeout: float = 600.0) -> Iterator[dict]:
         """Send one control request; yield its events, then its result as
-        ``{"result": ...}``. An error reply raises the matching `LmhostError`."""
-        channel = self._channel()
-        try:
-            channel.settimeout(timeout)
-            channel.send(request)
-            while True:
-                try:
-                    message = channel.recv()
-                except (OSError, ProtocolError):
+        ``{"result": ...}``. An error reply raises the matching `LmhostError`.
+
+        A supervisor that dies before it answers anything (a connection accepted by a dying
+        process is closed unanswered) is replaced and asked once more: whatever it had begun
+        for this request did not survive it (loads in progress are dropped at adoption)."""
+        for attempt in (1, 2):
+            channel = self._channel()
+            answered = False
+            try:
+                channel.settimeout(timeout)
+                channel.send(request)
+                while True:
+                    try:
+                        message = channel.recv()
+                    except (OSError, ProtocolError):
+                        if answered or attempt == 2:
+                            raise Unavailable("the supervisor stopped answering") from None
+                        break  # unanswered: try once more
+                    answered = True
+                    if "error" in message:
+                        raise from_wire(message["error"])
+                    yield message
+                    if "result" in message:
+                        return
+            except OSError:
+                if attempt == 2:
                     raise Unavailable("the supervisor stopped answering") from None
-                if "error" in message:
-                    raise from_wire(message["error"])
-                yield message
-                if "result" in message:
-                    return
-        finally:
-            channel.close()
+            finally:
+                channel.close()
 
     def call(self, request: dict, timeout: float = 600.0) -> dict:
         for message in self.events(request, timeout):

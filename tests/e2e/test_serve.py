@@ -136,8 +136,8 @@ def test_sigkill_of_the_http_worker_during_a_load(short_tmp, serve):
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(requests.post, server.url + "/api/v1/models/load",
                               json={"model": "tiny-llama"}, timeout=30)
-        wait_for(lambda: [r["state"] for r in table.read()] == ["loading"], timeout=10,
-                 what="the load to start")
+        wait_for(lambda: [(r["state"], r["pid"]) for r in table.read()] == [("loading", spare_pid)],
+                 timeout=10, what="the load to take the frozen process")
         os.kill(worker, signal.SIGKILL)
         with pytest.raises(requests.ConnectionError):
             pending.result(timeout=30)

@@ -53,12 +53,19 @@ def _status_of(live, key, instance_id):
     return next((i["status"] for i in live.instances(key) if i["id"] == instance_id), None)
 
 
+def wait_until_stalled(live, instance_id, spare):
+    """Wait until the load of `instance_id` runs in the frozen spare. Its row says "loading"
+    from the start, before it takes a process: another load could take the spare first."""
+    wait_for(lambda: any(r["id"] == instance_id and r["pid"] == spare for r in live.table()),
+             timeout=10, what=f"the load of {instance_id!r} to take the frozen process")
+
+
 def test_a_slow_load_blocks_nothing_else(live, stalled_spare):
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(lambda: live.app.test_client().post(
             "/api/v1/models/load", json={"model": "tiny-llama", "identifier": "slow"}))
-        wait_for(lambda: _status_of(live, "tiny-llama", "slow") == "loading", timeout=10,
-                 what="the slow load to show as loading")
+        wait_until_stalled(live, "slow", stalled_spare)
+        assert _status_of(live, "tiny-llama", "slow") == "loading"
         started = time.monotonic()
         assert live.client.get("/api/v1/models").status_code == 200
         assert live.load(model="tiny-embed").status_code == 200
@@ -77,8 +84,7 @@ def test_unloading_a_loading_instance_fails_its_load_fast(live, stalled_spare):
     with ThreadPoolExecutor(1) as pool:
         load = pool.submit(lambda: live.app.test_client().post(
             "/api/v1/models/load", json={"model": "tiny-llama"}))
-        wait_for(lambda: _status_of(live, "tiny-llama", "tiny-llama") == "loading", timeout=10,
-                 what="the load to start")
+        wait_until_stalled(live, "tiny-llama", stalled_spare)
         assert live.unload("tiny-llama").get_json() == {"instance_id": "tiny-llama"}
         response = load.result(timeout=10)
     assert response.status_code == 422
@@ -164,8 +170,7 @@ def test_killing_the_caller_mid_load_leaves_no_row_loading(live, stalled_spare):
         [sys.executable, "-c", _LOADER, str(live.settings.models_dir), str(live.state_dir)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.PIPE)
     try:
-        wait_for(lambda: _status_of(live, "tiny-llama", "orphan") == "loading", timeout=10,
-                 what="the caller's load to start")
+        wait_until_stalled(live, "orphan", stalled_spare)
         caller.kill()
         caller.wait(5)
     finally:
