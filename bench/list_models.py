@@ -162,8 +162,13 @@ def get(port: int, path: str, timeout: float) -> tuple[int, bytes, float]:
 
 
 class Server:
-    def __init__(self, models_dir: Path, state_dir: Path, log_path: Path):
+    """``lmhost serve`` as a subprocess in its own session, with no ``LMHOST_*`` variable from
+    the caller's environment but `overrides`."""
+
+    def __init__(self, models_dir: Path, state_dir: Path, log_path: Path,
+                 overrides: dict | None = None):
         self.models_dir, self.state_dir, self.log_path = models_dir, state_dir, log_path
+        self.overrides = dict(overrides or {})
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self._log = None
@@ -171,6 +176,7 @@ class Server:
     def start(self) -> float:
         """Starts it and waits for /healthz; returns the seconds that took."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LMHOST_")}
+        env.update(self.overrides)
         for attempt in range(1, SERVER_START_ATTEMPTS + 1):
             self.port = free_port()
             cmd = lmhost_command() + ["serve", "--host", HOST, "--port", str(self.port),

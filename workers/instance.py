@@ -81,6 +81,32 @@ def install_progress_hook(report):
     return on_progress
 
 
+def install_log_filter():
+    """Send llama.cpp's warnings and errors (not its per-tensor info lines) to fd 2, the log.
+
+    `Llama(verbose=True)` keeps llama-cpp-python from pointing fd 2 at /dev/null while it loads,
+    which would lose llama.cpp's reason for a failed load; this callback keeps the log short.
+    Returns the ctypes callback, which must stay referenced.
+    """
+    import llama_cpp
+
+    # ggml's levels (ggml.h; llama-cpp-python's _logger comment predates them): NONE 0,
+    # DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous message). The corrupt
+    # model test checks that a failed load still quotes llama.cpp.
+    wanted = {3, 4}
+    last = [0]
+
+    @llama_cpp.llama_log_callback
+    def on_log(level, text, _user_data):
+        if level != 5:
+            last[0] = level
+        if last[0] in wanted:
+            os.write(2, text)
+
+    llama_cpp.llama_log_set(on_log, None)
+    return on_log
+
+
 class Job:
     def __init__(self, request: dict, channel: Channel):
         self.request = request
@@ -290,6 +316,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     import llama_cpp  # the slow import, done before the spec arrives (spare process)
+    llama_cpp.llama_backend_init()
+    log_filter = install_log_filter()  # noqa: F841 - must outlive the process's llama.cpp use
 
     line = sys.stdin.readline()
     if not line:
@@ -316,10 +344,7 @@ def main(argv=None) -> int:
     if events.broken:
         return 1
     load_time = time.monotonic() - started
-    # Loaded: from now on only llama.cpp's warnings and errors reach the log.
-    from llama_cpp import _logger
-    _logger.set_verbose(False)
-    llm.verbose = False
+    llm.verbose = False  # no per-request timing prints from llama-cpp-python
 
     socket_path = str(Path(args.state_dir) / "instances" / f"{args.handle}.sock")
     instance = Instance({**spec, "load_time_seconds": load_time}, llm, socket_path, args.queue_size)

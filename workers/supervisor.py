@@ -39,7 +39,7 @@ from workers.catalog import Catalog
 from workers.errors import (IdentifierConflict, InstanceNotFound, LmhostError, ModelLoadFailed,
                             to_wire)
 from workers.loadconfig import LoadPlan, plan_load
-from workers.protocol import Channel, ProtocolError, listen
+from workers.protocol import Channel, ProtocolError
 from workers.table import InstanceTable, TableUnreadable
 
 log = logging.getLogger("workers.supervisor")
@@ -138,6 +138,7 @@ class Supervisor:
         self.changed = threading.Condition(self.lock)
         self.instances: dict[str, InstanceRecord] = {}   # guarded by lock
         self.spares: list[tuple[str, subprocess.Popen]] = []  # guarded by lock
+        self._refilling = False                                 # guarded by lock
         self.stopping = threading.Event()  # no new connections, TTL checks or spares
         self.done = threading.Event()      # everything stopped: the process may exit
         self._deaths = selectors.DefaultSelector()
@@ -149,9 +150,9 @@ class Supervisor:
 
     # -- table and transitions -------------------------------------------------------------
 
-    def _write_table(self) -> None:
+    def _write_table(self, durable: bool = True) -> None:
         # caller holds self.lock (lock order: supervisor lock, then the table's file lock)
-        self.table.write([r.to_row() for r in self.instances.values()])
+        self.table.write([r.to_row() for r in self.instances.values()], durable)
 
     def _transition(self, rec: InstanceRecord, new: State, **changes) -> None:
         """The one place an instance changes state. Caller holds self.lock."""
@@ -160,6 +161,10 @@ class Supervisor:
         for name, value in changes.items():
             setattr(rec, name, value)
         log.info("instance %r: %s -> %s", rec.id, rec.state.value, new.value)
+        if rec.state is State.LOADING:
+            # Refill the spare pool once a load is over, not while it runs: on a small machine
+            # a spare importing llama_cpp next to a loading model slows the load.
+            self._refill_spares_later()
         rec.state = new
         if new is State.GONE:
             self.instances.pop(rec.id, None)
@@ -304,7 +309,7 @@ class Supervisor:
                     crossed = int(progress * 10) != int(rec.progress * 10)
                     rec.progress = progress
                     if crossed:  # the table shows progress in steps of 10%
-                        self._write_table()
+                        self._write_table(durable=False)
                     self.changed.notify_all()
                 elif kind == "loaded":
                     self._transition(rec, State.LOADED, progress=1.0, socket=event["socket"],
@@ -376,7 +381,6 @@ class Supervisor:
             while self.spares:
                 handle, process = self.spares.pop(0)
                 if process.poll() is None:
-                    self._refill_spares_later()
                     return handle, process
         return self._spawn_process()
 
@@ -384,17 +388,26 @@ class Supervisor:
         threading.Thread(target=self.refill_spares, name="spares", daemon=True).start()
 
     def refill_spares(self) -> None:
-        while not self.stopping.is_set():
-            with self.lock:
-                if len(self.spares) >= self.settings.spare_instances:
-                    return
-            try:
-                spare = self._spawn_process()
-            except OSError as exc:
-                log.warning("cannot start a spare instance process: %s", exc)
+        """Start spares until the pool is full; one refilling thread at a time."""
+        with self.lock:
+            if self._refilling:
                 return
+            self._refilling = True
+        try:
+            while not self.stopping.is_set():
+                with self.lock:
+                    if len(self.spares) >= self.settings.spare_instances:
+                        return
+                try:
+                    spare = self._spawn_process()
+                except OSError as exc:
+                    log.warning("cannot start a spare instance process: %s", exc)
+                    return
+                with self.lock:
+                    self.spares.append(spare)
+        finally:
             with self.lock:
-                self.spares.append(spare)
+                self._refilling = False
 
     def _watch(self, rec: InstanceRecord) -> None:
         """Have the death watcher follow `rec`'s process. Caller holds self.lock."""

@@ -391,7 +391,6 @@ def _write_llama(
     expert_used_count: int | None = None,
     tie_output: bool = False,
 ) -> SyntheticModel:
-    gguf = _gguf()
     path = pathlib.Path(path)
     ft_name, ftype, qtype = _file_type(file_type)
     head_dim = n_embd // n_head

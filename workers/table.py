@@ -46,17 +46,21 @@ class InstanceTable:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def write(self, rows: list[dict]) -> None:
+    def write(self, rows: list[dict], durable: bool = True) -> None:
+        """Replace the table. `durable=False` skips the fsyncs, for updates whose loss in a
+        power cut costs nothing (load progress): the rename still makes them atomic."""
         body = json.dumps({"version": VERSION, "instances": rows}, indent=1).encode()
         tmp = self.path.with_name(f"{TABLE_FILE}.{os.getpid()}.tmp")
         with self.lock:
             with open(tmp, "wb") as f:
                 f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            if durable:
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)

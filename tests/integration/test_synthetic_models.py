@@ -19,10 +19,9 @@ if importlib.util.find_spec("workers") is None:  # run from elsewhere than the r
 
 os.environ.setdefault("GGML_NO_BACKTRACE", "1")
 
-gguf = pytest.importorskip("gguf")
-llama_cpp = pytest.importorskip("llama_cpp")
+import gguf  # noqa: E402 - hard dependencies: a missing one must fail, not skip
+import llama_cpp  # noqa: E402
 
-from workers import synthetic  # noqa: E402
 from workers.synthetic import (  # noqa: E402
     SyntheticModel,
     write_bench_model,

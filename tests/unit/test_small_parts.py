@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from app.jsonbody import loads_lenient, strip_trailing_commas
-from workers.instance import Instance, Job
+from workers.instance import Instance
 from workers.supervisor import TRANSITIONS, State, failure_reason
 
 
