@@ -10,6 +10,7 @@ from app.memo import DumpMemo
 from config import Settings
 from workers.catalog import Catalog
 from workers.client import SupervisorClient
+from workers.inference import Inference
 from workers.listing import ModelListing
 from workers.table import InstanceTable
 
@@ -20,14 +21,17 @@ class Engine:
     catalog: Catalog
     listing: ModelListing
     supervisor: SupervisorClient
+    inference: Inference
     listing_body: DumpMemo = field(default_factory=DumpMemo)
 
     @classmethod
     def build(cls, settings: Settings) -> "Engine":
         catalog = Catalog(settings.models_dir, settings.state_dir)
-        return cls(settings=settings, catalog=catalog,
-                   listing=ModelListing(catalog, InstanceTable(settings.state_dir)),
-                   supervisor=SupervisorClient(settings))
+        table = InstanceTable(settings.state_dir)
+        supervisor = SupervisorClient(settings)
+        return cls(settings=settings, catalog=catalog, listing=ModelListing(catalog, table),
+                   supervisor=supervisor,
+                   inference=Inference(settings, catalog, table, supervisor))
 
 
 def engine() -> Engine:

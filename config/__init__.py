@@ -20,6 +20,9 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | queue_size   | LMHOST_QUEUE_SIZE   | 8                  | requests queued per instance beyond the running one |
 | unload_timeout | LMHOST_UNLOAD_TIMEOUT | 30             | seconds an unload waits for the request in flight |
 | spare_instances | LMHOST_SPARE_INSTANCES | 1            | pre-started instance processes (llama_cpp imported) |
+| jit          | LMHOST_JIT          | 1                  | /v1 requests load models that are not loaded |
+| jit_ttl      | LMHOST_JIT_TTL      | 3600               | TTL of a JIT-loaded instance unless the request has `ttl` |
+| auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class Settings:
     queue_size: int = 8
     unload_timeout: int = 30
     spare_instances: int = 1
+    jit: bool = True
+    jit_ttl: int = 3600
+    auto_evict: bool = True
 
     @property
     def threads_per_instance(self) -> int:
@@ -99,6 +105,15 @@ def _state_directory(raw: str | os.PathLike) -> Path:
     return path
 
 
+def _flag(raw) -> bool:
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
 def _log_level(raw: str) -> str:
     value = str(raw).strip().lower()
     if value not in LOG_LEVELS:
@@ -119,6 +134,9 @@ _PARSERS = {
     "queue_size": _int_in(0, 4096),
     "unload_timeout": _int_in(0, 3600),
     "spare_instances": _int_in(0, 4),
+    "jit": _flag,
+    "jit_ttl": _int_in(1, 365 * 24 * 3600),
+    "auto_evict": _flag,
 }
 
 

@@ -55,3 +55,13 @@ def from_wire(body: dict) -> LmhostError:
     error = cls(body.get("message") or "error", param=body.get("param"), code=body.get("code"))
     error.type = body.get("type") or cls.type
     return error
+
+
+class Overloaded(LmhostError):
+    """Every instance that could serve the request has a full queue (429, Retry-After)."""
+
+    type = "overloaded"
+    headers = {"Retry-After": "1"}
+
+
+ERRORS_BY_TYPE[Overloaded.type] = Overloaded

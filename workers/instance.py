@@ -119,7 +119,10 @@ class Instance:
         self.spec = spec
         self.llm = llm
         self.socket_path = socket_path
-        self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        # The bound is enforced through `pending` below, not by the Queue: Queue(maxsize=0)
+        # would mean "unbounded", and LMHOST_QUEUE_SIZE=0 means "nothing waits".
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.queue_size = queue_size
         # `pending` counts accepted jobs, queued or running; "idle" means pending == 0. It and
         # `stopping` change together under state_lock, so an expiry can never slip between a
         # request being accepted and it running.
@@ -157,6 +160,8 @@ class Instance:
                 channel.send(self.status())
             elif op == "expire":
                 channel.send(self.expire(float(request["ttl"])))
+            elif op == "evict":
+                channel.send(self.evict())
             elif op == "shutdown":
                 channel.send({"ok": True})
                 self.stop(float(request.get("graceful_timeout", 30)))
@@ -171,16 +176,19 @@ class Instance:
                 channel.close()
 
     def _enqueue(self, request: dict, channel: Channel) -> bool:
+        """Accept a job, or refuse it: unloading, queue full, or (``"if_idle": true``, used by
+        routing to find an idle instance among several) busy."""
         with self.state_lock:
             if self.stopping.is_set():
                 refusal = {"type": "unavailable", "message": "instance is unloading"}
+            elif request.get("if_idle") and self.pending:
+                refusal = {"type": "busy", "message": "instance is busy"}
+            elif self.pending >= 1 + self.queue_size:  # one running, queue_size waiting
+                refusal = {"type": "overloaded", "message": "the instance's queue is full"}
             else:
-                try:
-                    self.jobs.put_nowait(Job(request, channel))
-                    self.pending += 1
-                    return True
-                except queue.Full:
-                    refusal = {"type": "overloaded", "message": "the instance's queue is full"}
+                self.jobs.put_nowait(Job(request, channel))
+                self.pending += 1
+                return True
         channel.send({"error": refusal})
         return False
 
@@ -236,6 +244,16 @@ class Instance:
             threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
         idle_for = 0.0 if status["busy"] or status["queued"] else status["now"] - status["last_used"]
         return {"expired": expired, "last_used_ago": idle_for}
+
+    def evict(self) -> dict:
+        """Stop if idle right now (auto-evict), decided under state_lock like `expire`."""
+        with self.state_lock:
+            evicted = not self.stopping.is_set() and policy.idle(self._status())
+            if evicted:
+                self.stopping.set()
+        if evicted:
+            threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
+        return {"evicted": evicted}
 
     def stop(self, graceful_timeout: float) -> None:
         """Stop accepting, let the running job finish (bounded), fail queued jobs, exit."""

@@ -48,6 +48,25 @@ def describe_instance(row: dict) -> dict:
     return entry
 
 
+def openai_models(rows: list[dict], with_downloaded: bool) -> list[dict]:
+    """/v1/models: every loaded instance by id and, with JIT on, every downloaded model by key
+    (a request for it loads it). `rows` are the listing's rows (`ModelListing.rows`)."""
+    data, seen = [], set()
+    for row in rows:
+        for instance in row["loaded_instances"]:
+            if instance["status"] == "loaded" and instance["id"] not in seen:
+                seen.add(instance["id"])
+                data.append({"id": instance["id"], "object": "model", "owned_by": row["publisher"],
+                             "type": row["type"]})
+    if with_downloaded:
+        for row in rows:
+            if row["key"] not in seen and row["format"] == "gguf":
+                seen.add(row["key"])
+                data.append({"id": row["key"], "object": "model", "owned_by": row["publisher"],
+                             "type": row["type"]})
+    return data
+
+
 class ModelListing:
     """Listing rows, rebuilt only when the catalog's snapshot or the table changed.
 

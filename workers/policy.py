@@ -35,3 +35,25 @@ def ttl_expired(ttl: int | None, status: dict) -> bool:
     if not ttl or status.get("busy") or status.get("queued"):
         return False
     return status["now"] - status["last_used"] >= ttl
+
+
+def idle(status: dict) -> bool:
+    """Nothing running, nothing queued: the only state in which an instance may be evicted."""
+    return not status.get("busy") and not status.get("queued")
+
+
+def jit_evictions(rows: list[dict], new_id: str) -> list[dict]:
+    """Auto-evict (LM Studio's): a new JIT load unloads the earlier JIT-loaded instances.
+    Explicitly loaded ones are never candidates, nor is anything still loading; whether a
+    candidate is idle is decided by the instance itself, atomically (op "evict")."""
+    return [r for r in rows if r.get("jit") and r["state"] == LOADED and r["id"] != new_id]
+
+
+def pick_least_busy(candidates: list[tuple[str, dict]]) -> list[str]:
+    """Instance ids in the order a request should try them: least work first (running plus
+    queued), then the one idle longest, then by id. `candidates`: (id, status) pairs."""
+    def load(item):
+        ident, status = item
+        return (int(bool(status.get("busy"))) + status.get("queued", 0),
+                status.get("last_used", 0.0), ident)
+    return [ident for ident, _ in sorted(candidates, key=load)]

@@ -79,6 +79,7 @@ class InstanceRecord:
     created: float
     estimate_bytes: int
     handle: str = ""              # names socket and log file (ids may hold "/"); set at spawn
+    jit: bool = False             # loaded by an inference request: auto-evict may unload it
     state: State = State.LOADING
     progress: float = 0.0
     pid: int | None = None
@@ -99,6 +100,7 @@ class InstanceRecord:
             "load_config": self.load_config, "ttl": self.ttl, "created": self.created,
             "last_used": self.last_used if self.last_used is not None else self.created,
             "load_time_seconds": self.load_time, "estimate_bytes": self.estimate_bytes,
+            "jit": self.jit,
         }
 
     @classmethod
@@ -110,7 +112,8 @@ class InstanceRecord:
             load_config=info["load_config"], ttl=info.get("ttl"), created=info["created"],
             estimate_bytes=info.get("estimate_bytes", 0), state=State.LOADED, progress=1.0,
             pid=info["pid"], started=started, socket=info["socket"],
-            load_time=info.get("load_time_seconds"), last_used=info["created"])
+            load_time=info.get("load_time_seconds"), last_used=info["created"],
+            jit=bool(info.get("jit")))
 
 
 def failure_reason(log_tail: str, fallback: str) -> str:
@@ -251,10 +254,12 @@ class Supervisor:
                     id=identifier, model_key=plan.model_key,
                     variant=plan.variant, path=plan.path, type=plan.type,
                     load_config=plan.load_config, ttl=request.get("ttl"), created=time.time(),
-                    estimate_bytes=plan.estimate_bytes)
+                    estimate_bytes=plan.estimate_bytes, jit=bool(request.get("jit")))
                 self.instances[rec.id] = rec
                 self._write_table()
         if not reused:
+            if rec.jit and self.settings.auto_evict:
+                self._evict_idle_jit(rec)
             self._start_loading(rec, plan)
         return self._await_loaded(rec, emit, reused, bool(request.get("echo_load_config")))
 
@@ -270,6 +275,7 @@ class Supervisor:
             "variant": rec.variant, "path": rec.path, "type": rec.type,
             "load_config": rec.load_config, "ttl": rec.ttl, "created": rec.created,
             "estimate_bytes": rec.estimate_bytes, "llama_kwargs": plan.llama_kwargs,
+            "jit": rec.jit,
         }
         with self.lock:
             if rec.state is not State.LOADING or rec.id not in self.instances:
@@ -359,6 +365,24 @@ class Supervisor:
         if echo:
             result["load_config"] = rec.load_config
         return result
+
+    def _evict_idle_jit(self, new: InstanceRecord) -> None:
+        """Unload earlier JIT-loaded instances that are idle before `new` loads; each instance
+        decides "idle" itself under its own lock, so a request in flight is never cut."""
+        with self.lock:
+            victims = [self.instances[r["id"]] for r in
+                       policy.jit_evictions([r.to_row() for r in self.instances.values()], new.id)]
+        for rec in victims:
+            try:
+                evicted = instance_call(rec.socket, {"op": "evict"}, timeout=2.0).get("evicted")
+            except (OSError, ProtocolError, TypeError):
+                continue
+            if evicted:
+                log.info("auto-evict: unloading idle JIT instance %r for %r", rec.id, new.id)
+                with self.lock:
+                    if rec.state is State.LOADED:
+                        self._transition(rec, State.UNLOADING)
+                self._await_gone(rec, self.settings.unload_timeout + 5)
 
     # -- processes -------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_dump, validate
 
+from app.fields import StrictBoolean, StrictInteger
+
 LLM_ONLY_FIELDS = ("architecture", "capabilities", "description")
 
 
@@ -63,20 +65,6 @@ class ModelSchema(Schema):
 
 class ModelListSchema(Schema):
     models = fields.List(fields.Nested(ModelSchema))
-
-
-class StrictInteger(fields.Integer):
-    """An integer that is really one: 16384, not 16384.5, "16384" or true."""
-
-    def _validated(self, value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.make_error("invalid")
-        return super()._validated(value)
-
-
-class StrictBoolean(fields.Boolean):
-    truthy = {True}
-    falsy = {False}
 
 
 class GpuOffload(fields.Field):

@@ -1,0 +1,5 @@
+"""The OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings."""
+
+from app.openai.routes import blp
+
+__all__ = ["blp"]

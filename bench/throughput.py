@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""Benchmark: generation throughput and time to first token, in-process vs through lmhost.
+
+One run does it all, on the synthetic bench model (~153M parameters, Q8_0, ~163 MB), whose
+generation is tamed (it never samples end-of-generation or byte tokens): every completion runs
+exactly ``--tokens`` tokens of printable text, so every run does the same amount of work.
+
+1. writes the model once (`workers.synthetic.write_bench_model`) into a temporary models dir,
+   as ``bench/bench-150m-GGUF/bench-150m-Q8_0.gguf`` (model key ``bench-150m``);
+2. in-process baseline: in a fresh interpreter (the parent never imports llama_cpp),
+   ``llama_cpp.Llama(model_path, n_ctx=2048, n_threads=T, n_threads_batch=T, verbose=False)``,
+   then ``create_completion(prompt, max_tokens, temperature, top_p, seed, stream=True)``: one
+   untimed warm-up, then ``--runs`` timed completions;
+3. through the API: the real service (``lmhost serve --workers 1`` on a free 127.0.0.1 port,
+   ``LMHOST_INSTANCE_THREADS=T``), one instance loaded with ``POST /api/v1/models/load``
+   (identifier ``a``), then the same request as ``POST /v1/completions`` with ``"stream": true``
+   over `http.client` (a fresh loopback connection per request, SSE lines read as they arrive):
+   one untimed warm-up, then ``--runs`` timed completions;
+4. 1 vs 2 instances under 2 concurrent clients (two threads here), each instance with 1
+   llama.cpp thread (``LMHOST_INSTANCE_THREADS=1``): one instance (``a``; the two requests
+   queue), then a second one (``b``), requests naming the model key (``bench-150m``) so the
+   server routes them (least busy first). Aggregate tokens/s = tokens of both / wall time from
+   the first request sent to the last stream ended. One untimed warm-up round each, then
+   ``--runs`` rounds;
+5. prints a summary table with the targets (information only: the exit status is non-zero only
+   when a request fails, a completion is not what the tamed model must produce, a server does
+   not come up, or a process is left behind).
+
+Metrics of one streamed completion (the same definitions for both sides):
+  TTFT         from the call (in-process: ``create_completion``; HTTP: before the connection is
+               opened) to the first chunk carrying text;
+  decode tok/s (tokens - 1) / (last text chunk - first text chunk);
+  overall tok/s tokens / (end of the stream - the call) (HTTP: end = the ``[DONE]`` line).
+Figures are p50 over ``--runs`` (nearest rank). With the same seed and threads, the generated
+text through the API should be the in-process text: the run says whether it is.
+
+    .venv/bin/python bench/throughput.py [--tokens 256] [--runs 3] [--threads 2]
+                                         [--prompt "Once upon a time"] [--quiet-wait 60]
+                                         [--keep]
+
+Other work on the machine skews every figure: before each measurement the run waits (bounded,
+``--quiet-wait``) until the CPUs are quiet, and says so when they were not. Mind the cores: [4]
+needs one per instance, and with ``--threads`` equal to the cores, [3]'s HTTP worker and client
+compete with llama.cpp's threads, which [2] has to itself.
+
+Nothing but 127.0.0.1 is contacted. The temporary directory (under /tmp: the state dirs must be
+short, they hold Unix sockets) is removed at the end unless ``--keep`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+for _p in (str(REPO), str(BENCH)):  # run from a checkout without the editable install too
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import list_models  # noqa: E402
+from list_models import log, percentile  # noqa: E402
+from load_overhead import processes_with, spare_ready  # noqa: E402
+from workers.synthetic import write_bench_model  # noqa: E402
+
+HOST = list_models.HOST
+MODEL_KEY = "bench-150m"
+MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
+N_CTX = 2048
+TEMPERATURE = 0.8
+TOP_P = 0.95
+SEED = 1
+LOAD_TIMEOUT_S = 180.0
+UNLOAD_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 300.0   # socket timeout of a completion request (between reads)
+SETTLE_DEADLINE_S = 15.0    # the supervisor's spare process, refilled after a load
+BASELINE_TIMEOUT_S = 600.0
+MAX_STATE_DIR_BYTES = 79    # <state>/instances/<12 hex>.sock must fit AF_UNIX's 107 bytes
+TPS_RATIO_TARGET = 0.97     # HTTP decode tok/s / in-process decode tok/s
+TTFT_EXTRA_TARGET_S = 0.005
+SCALING_TARGET = 1.6        # 2 instances / 1 instance, 2 concurrent clients
+QUIET_BUSY = 0.10           # CPU use by others (fraction of all CPUs) that counts as quiet
+QUIET_SAMPLE_S = 1.0
+
+
+class BenchError(Exception):
+    """A request failed, a completion is wrong, or a server did not come up: exit non-zero."""
+
+
+def p50(values: list[float]) -> float:
+    return percentile(values, 50)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def tps(value: float) -> str:
+    return f"{value:.1f} tok/s"
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+def cpu_busy(seconds: float) -> float:
+    """Fraction of all CPUs busy (any process) over `seconds`, from /proc/stat."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values[:8]), idle
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(limit_s: float, what: str) -> None:
+    """Bounded wait until the machine is quiet (nothing else using the CPUs), so that other
+    work does not show up as llama.cpp or lmhost time; logs what it found."""
+    started = time.perf_counter()
+    busy = cpu_busy(QUIET_SAMPLE_S)
+    while busy > QUIET_BUSY and time.perf_counter() - started < limit_s:
+        busy = cpu_busy(QUIET_SAMPLE_S)
+    waited = time.perf_counter() - started
+    if busy > QUIET_BUSY:
+        log(f"    WARNING: other processes use {busy:.0%} of the CPUs before {what} (waited "
+            f"{waited:.0f} s for quiet): the figures below are noisy")
+    else:
+        log(f"    CPUs before {what}: {busy:.0%} busy ({waited:.1f} s waited)")
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+def metrics(start: float, stamps: list[float], end: float, text: str, finish: str | None,
+            tokens_wanted: int, what: str) -> dict:
+    """One streamed completion, from perf_counter() stamps: the call, each text chunk, the end."""
+    n = len(stamps)
+    if n != tokens_wanted or finish != "length":
+        raise BenchError(f"{what}: {n} text chunks and finish_reason {finish!r}; the tamed bench "
+                         f"model must give exactly {tokens_wanted} and 'length'")
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"ttft": stamps[0] - start,
+            "decode_tps": (n - 1) / (stamps[-1] - stamps[0]) if n > 1 else 0.0,
+            "overall_tps": n / (end - start), "total": end - start,
+            "tail": end - stamps[-1], "gaps": gaps, "tokens": n, "text": text,
+            "start": start, "end": end}
+
+
+def summary(runs: list[dict]) -> dict:
+    gaps = sorted(g for r in runs for g in r["gaps"])
+    return {"ttft": p50([r["ttft"] for r in runs]),
+            "decode_tps": p50([r["decode_tps"] for r in runs]),
+            "overall_tps": p50([r["overall_tps"] for r in runs]),
+            "tail": p50([r["tail"] for r in runs]),
+            "gap_p50": percentile(gaps, 50), "gap_p99": percentile(gaps, 99), "gap_max": gaps[-1],
+            "texts": {r["text"] for r in runs}}
+
+
+def report_runs(runs: list[dict]) -> None:
+    for i, r in enumerate(runs, 1):
+        log(f"    run {i}: TTFT {ms(r['ttft'])}, decode {tps(r['decode_tps'])}, overall "
+            f"{tps(r['overall_tps'])} ({r['tokens']} tokens in {r['total']:.3f} s)")
+    s = summary(runs)
+    log(f"    p50: TTFT {ms(s['ttft'])}, decode {tps(s['decode_tps'])}, overall "
+        f"{tps(s['overall_tps'])}; gap between text chunks p50 {ms(s['gap_p50'])}, p99 "
+        f"{ms(s['gap_p99'])}, max {ms(s['gap_max'])}; last text chunk -> end of stream "
+        f"{ms(s['tail'])}")
+
+
+# -- 2. in-process ---------------------------------------------------------------------------------
+
+# Runs in a fresh interpreter: argv[1] is a JSON spec; the last stdout line is a JSON result.
+INPROC_SCRIPT = r"""
+import json, sys, time
+spec = json.loads(sys.argv[1])
+import llama_cpp
+started = time.perf_counter()
+llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
+                      n_threads_batch=spec["threads"], verbose=False)
+load_s = time.perf_counter() - started
+
+def one():
+    stamps, text, finish = [], [], None
+    start = time.perf_counter()
+    for chunk in llm.create_completion(spec["prompt"], max_tokens=spec["tokens"],
+                                       temperature=spec["temperature"], top_p=spec["top_p"],
+                                       seed=spec["seed"], stream=True):
+        now = time.perf_counter()
+        choice = chunk["choices"][0]
+        if choice["text"]:
+            stamps.append(now)
+            text.append(choice["text"])
+        finish = choice.get("finish_reason") or finish
+    end = time.perf_counter()
+    return {"start": start, "stamps": stamps, "end": end, "text": "".join(text), "finish": finish}
+
+warmup = [one() for _ in range(spec["warmup"])]
+runs = [one() for _ in range(spec["runs"])]
+print(json.dumps({"version": llama_cpp.__version__, "load_s": load_s, "warmup": warmup,
+                  "runs": runs}), flush=True)
+"""
+
+
+def in_process(model: Path, args, work: Path) -> dict:
+    spec = {"path": str(model), "n_ctx": N_CTX, "threads": args.threads, "prompt": args.prompt,
+            "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
+            "warmup": 1, "runs": args.runs}
+    wait_quiet(args.quiet_wait, "the in-process runs")
+    stderr_path = work / "inproc.stderr"
+    with open(stderr_path, "wb") as stderr:
+        try:
+            proc = subprocess.run([sys.executable, "-c", INPROC_SCRIPT, json.dumps(spec)],
+                                  cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=stderr, timeout=BASELINE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"the in-process run took over {BASELINE_TIMEOUT_S:.0f} s") from None
+    lines = proc.stdout.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-20:])
+        raise BenchError(f"the in-process run failed (exit {proc.returncode}):\n{tail}")
+    try:
+        raw = json.loads(lines[-1])
+    except ValueError:
+        raise BenchError(f"the in-process run printed no result: {lines[-1][:300]!r}") from None
+    out = {"version": raw["version"], "load_s": raw["load_s"]}
+    for key in ("warmup", "runs"):
+        out[key] = [metrics(r["start"], r["stamps"], r["end"], r["text"], r["finish"],
+                            args.tokens, f"in-process {key} #{i + 1}")
+                    for i, r in enumerate(raw[key])]
+    return out
+
+
+# -- 3./4. through the API -------------------------------------------------------------------------
+
+def post_json(port: int, path: str, payload: dict, timeout: float) -> tuple[int, dict | None, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=json.dumps(payload).encode(),
+                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    return resp.status, answer if isinstance(answer, dict) else None, body
+
+
+def stream_completion(port: int, model: str, args, what: str) -> dict:
+    """One ``POST /v1/completions`` with ``"stream": true``; SSE lines read as they arrive."""
+    payload = json.dumps({"model": model, "prompt": args.prompt, "max_tokens": args.tokens,
+                          "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
+                          "stream": True}).encode()
+    stamps, text, finish, done = [], [], None, False
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        conn.request("POST", "/v1/completions", body=payload,
+                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            body = resp.read()
+            hint = ""
+            if resp.status == 404 and b"not_found" in body:
+                hint = " (is POST /v1/completions there yet?)"
+            raise BenchError(f"{what}: HTTP {resp.status}{hint}: {body[:500]!r}")
+        while True:
+            line = resp.readline()
+            now = time.perf_counter()
+            if not line:
+                break  # the stream ended (without [DONE]: checked below)
+            if not line.startswith(b"data:"):
+                continue  # the blank line between events, or an SSE comment
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                done = True
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise BenchError(f"{what}: not JSON in the stream: {data[:300]!r}") from None
+            if "error" in chunk:
+                raise BenchError(f"{what}: error in the stream: {chunk['error']}")
+            choice = chunk["choices"][0]
+            if choice.get("text"):
+                stamps.append(now)
+                text.append(choice["text"])
+            finish = choice.get("finish_reason") or finish
+        end = time.perf_counter()
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"{what}: {type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+    if not done:
+        raise BenchError(f"{what}: the stream ended without data: [DONE]")
+    return metrics(start, stamps, end, "".join(text), finish, args.tokens, what)
+
+
+class Server(list_models.Server):
+    """The listing benchmark's server, plus load/unload and a look at its instance processes."""
+
+    def instance_pids(self) -> list[int]:
+        return [pid for pid, _ in processes_with("workers.instance", str(self.state_dir))]
+
+    def load(self, identifier: str) -> float:
+        started = time.perf_counter()
+        status, answer, body = post_json(self.port, "/api/v1/models/load",
+                                         {"model": MODEL_KEY, "context_length": N_CTX,
+                                          "identifier": identifier}, LOAD_TIMEOUT_S)
+        if status != 200 or not answer or answer.get("instance_id") != identifier:
+            raise BenchError(f"load of {identifier!r}: HTTP {status}: {body[:500]!r}")
+        return time.perf_counter() - started
+
+    def unload(self, identifier: str) -> None:
+        status, _, body = post_json(self.port, "/api/v1/models/unload",
+                                    {"instance_id": identifier}, UNLOAD_TIMEOUT_S)
+        if status != 200:
+            raise BenchError(f"unload of {identifier!r}: HTTP {status}: {body[:500]!r}")
+
+    def settle(self, loaded: int) -> tuple[bool, float, int]:
+        """Bounded wait until every instance process (the `loaded` ones and the spare the
+        supervisor refills after a load) is idle, so that no import or load competes for the CPU
+        with the measurement. Returns (settled, seconds waited, processes seen)."""
+        started = time.perf_counter()
+        deadline = started + SETTLE_DEADLINE_S
+        while True:
+            pids = self.instance_pids()
+            if len(pids) >= loaded and all(spare_ready(pid) for pid in pids):
+                time.sleep(0.2)  # and stays so
+                again = self.instance_pids()
+                if again == pids and all(spare_ready(pid) for pid in again):
+                    return True, time.perf_counter() - started, len(pids)
+            if time.perf_counter() >= deadline:
+                return False, time.perf_counter() - started, len(pids)
+            time.sleep(0.05)
+
+
+def settle(server: Server, loaded: int) -> None:
+    ok, waited, procs = server.settle(loaded)
+    state = "idle" if ok else f"NOT all idle after {SETTLE_DEADLINE_S:.0f} s"
+    log(f"    instance processes (loaded + spare): {procs}, {state} ({waited:.2f} s wait)")
+
+
+def concurrent_round(port: int, model: str, clients: int, args, what: str) -> dict:
+    """`clients` threads start one streamed completion each at the same moment."""
+    barrier = threading.Barrier(clients)
+    results: list[dict | None] = [None] * clients
+    errors: list[BaseException] = []
+
+    def client(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = stream_completion(port, model, args, f"{what}, client {i + 1}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(REQUEST_TIMEOUT_S + 30)
+    if errors:
+        raise errors[0] if isinstance(errors[0], BenchError) else BenchError(
+            f"{what}: {type(errors[0]).__name__}: {errors[0]}")
+    if any(r is None for r in results) or any(t.is_alive() for t in threads):
+        raise BenchError(f"{what}: a client did not finish")
+    start = min(r["start"] for r in results)
+    end = max(r["end"] for r in results)
+    tokens = sum(r["tokens"] for r in results)
+    return {"aggregate_tps": tokens / (end - start), "wall": end - start, "tokens": tokens,
+            "clients": results}
+
+
+def report_rounds(rounds: list[dict]) -> float:
+    for i, rd in enumerate(rounds, 1):
+        per = "; ".join(f"client {j + 1}: TTFT {ms(c['ttft'])}, done at "
+                        f"{c['end'] - min(x['start'] for x in rd['clients']):.2f} s, decode "
+                        f"{tps(c['decode_tps'])}" for j, c in enumerate(rd["clients"]))
+        log(f"    round {i}: {rd['tokens']} tokens in {rd['wall']:.2f} s = "
+            f"{tps(rd['aggregate_tps'])}  ({per})")
+    agg = p50([rd["aggregate_tps"] for rd in rounds])
+    log(f"    p50 aggregate: {tps(agg)}")
+    return agg
+
+
+def http_single(models_dir: Path, args, work: Path) -> dict:
+    state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
+    server = Server(models_dir, state_dir, work / "server-single.log",
+                    {"LMHOST_INSTANCE_THREADS": str(args.threads)})
+    try:
+        up = server.start()
+        log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
+            f"LMHOST_INSTANCE_THREADS={args.threads}: healthy after {up:.2f} s")
+        took = server.load("a")
+        log(f"    POST /api/v1/models/load (identifier 'a'): {took:.2f} s")
+        settle(server, 1)
+        wait_quiet(args.quiet_wait, "the HTTP runs")
+        warmup = [stream_completion(server.port, "a", args, "HTTP warm-up")]
+        runs = [stream_completion(server.port, "a", args, f"HTTP run #{i + 1}")
+                for i in range(args.runs)]
+        server.unload("a")
+    except (BenchError, OSError) as exc:
+        raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
+    finally:
+        how = server.stop()
+        log(f"    server {how}")
+    return {"warmup": warmup, "runs": runs, "state_dir": state_dir}
+
+
+def http_scaling(models_dir: Path, args, work: Path) -> dict:
+    state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
+    server = Server(models_dir, state_dir, work / "server-scaling.log",
+                    {"LMHOST_INSTANCE_THREADS": "1"})
+    out = {"state_dir": state_dir}
+    try:
+        up = server.start()
+        log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, LMHOST_INSTANCE_THREADS=1: "
+            f"healthy after {up:.2f} s")
+        for identifier, label in (("a", "one"), ("b", "two")):
+            took = server.load(identifier)
+            log(f"\n    [{label} instance{'s' if label == 'two' else ''}] POST /api/v1/models/load "
+                f"(identifier {identifier!r}): {took:.2f} s")
+            settle(server, 1 if identifier == "a" else 2)
+            wait_quiet(args.quiet_wait, "these rounds")
+            concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: warm-up round")
+            rounds = [concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: round #{i + 1}")
+                      for i in range(args.runs)]
+            out[label] = rounds
+            out[f"{label}_tps"] = report_rounds(rounds)
+        for identifier in ("a", "b"):
+            server.unload(identifier)
+    except (BenchError, OSError) as exc:
+        raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
+    finally:
+        how = server.stop()
+        log(f"    server {how}")
+    return out
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=256,
+                        help="max_tokens of every completion (default 256)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="timed completions (rounds, with 2 clients) per measurement "
+                             "(default 3)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="llama.cpp threads in-process and per instance for [2]/[3] "
+                             "(default 2; [4] uses 1 per instance)")
+    parser.add_argument("--prompt", default="Once upon a time",
+                        help='the prompt (default "Once upon a time")')
+    parser.add_argument("--quiet-wait", type=float, default=60.0, dest="quiet_wait",
+                        help="seconds to wait, before each measurement, for other processes "
+                             f"to leave the CPUs (under {QUIET_BUSY * 100:.0f}%% busy) (default 60)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (model, logs, state dirs)")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if not 2 <= args.tokens <= N_CTX - 64:
+        parser.error(f"--tokens must be between 2 and {N_CTX - 64}")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.quiet_wait < 0:
+        parser.error("--quiet-wait must not be negative")
+    if not args.prompt:
+        parser.error("--prompt must not be empty")
+    return args
+
+
+def run(args, work: Path) -> int:
+    log(f"lmhost throughput benchmark: {args.tokens} tokens per completion, {args.runs} runs, "
+        f"{args.threads} llama.cpp threads, work dir {work}")
+    log(f"python {sys.version.split()[0]}, {len(os.sched_getaffinity(0))} CPU(s) available; "
+        f"prompt {args.prompt!r}, temperature {TEMPERATURE}, top_p {TOP_P}, seed {SEED}, "
+        f"n_ctx {N_CTX}")
+
+    models_dir = work / "models"
+    started = time.perf_counter()
+    model = write_bench_model(models_dir / MODEL_RELPATH)
+    took = time.perf_counter() - started
+    params_m = model.n_params / 1e6
+    log(f"\n[1] bench model written in {took:.2f} s: {model.path.relative_to(work)} "
+        f"({params_m:.0f}M params, {model.file_type}, {model.path.stat().st_size / 1e6:.0f} MB)")
+
+    log(f"\n[2] in-process llama-cpp-python (fresh interpreter, {args.threads} threads), "
+        f"create_completion(stream=True): 1 warm-up + {args.runs} runs")
+    inproc = in_process(model.path, args, work)
+    log(f"    llama_cpp {inproc['version']}; Llama() in {inproc['load_s']:.2f} s; warm-up TTFT "
+        f"{ms(inproc['warmup'][0]['ttft'])}")
+    report_runs(inproc["runs"])
+
+    log(f"\n[3] through lmhost: POST /v1/completions, stream=true, http.client on loopback "
+        f"(fresh connection per request): 1 warm-up + {args.runs} runs")
+    single = http_single(models_dir, args, work)
+    log(f"    warm-up TTFT {ms(single['warmup'][0]['ttft'])}")
+    report_runs(single["runs"])
+    ip, hp = summary(inproc["runs"]), summary(single["runs"])
+    same_text = ip["texts"] == hp["texts"] and len(ip["texts"]) == 1
+    log(f"    generated text identical to in-process (same seed and threads): "
+        f"{'yes' if same_text else 'NO'} ({len(ip['texts'] | hp['texts'])} distinct text(s))")
+
+    log(f"\n[4] 1 vs 2 instances, 2 concurrent clients (threads), 1 llama.cpp thread per "
+        f"instance, requests name the model key {MODEL_KEY!r}: 1 warm-up round + {args.runs} "
+        "rounds each")
+    scaling = http_scaling(models_dir, args, work)
+
+    # -- summary ----------------------------------------------------------------------------------
+    decode_ratio = hp["decode_tps"] / ip["decode_tps"]
+    overall_ratio = hp["overall_tps"] / ip["overall_tps"]
+    ttft_extra = hp["ttft"] - ip["ttft"]
+    scale = scaling["two_tps"] / scaling["one_tps"]
+    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
+    w = 58
+    log(f"\nthroughput on the bench model ({params_m:.0f}M params, {model.file_type}), "
+        f"{args.tokens} tokens, p50 of {args.runs}")
+    rows = [("", "in-process", "lmhost HTTP", "HTTP/in-proc"),
+            (f"decode tok/s ({args.threads} threads)", f"{ip['decode_tps']:.1f}",
+             f"{hp['decode_tps']:.1f}", f"{decode_ratio:.3f}"),
+            (f"overall tok/s (tokens / total time)", f"{ip['overall_tps']:.1f}",
+             f"{hp['overall_tps']:.1f}", f"{overall_ratio:.3f}"),
+            ("time to first token", ms(ip["ttft"]), ms(hp["ttft"]), f"{ttft_extra * 1000:+.1f} ms"),
+            ("gap between tokens p50 / p99", f"{ip['gap_p50'] * 1000:.2f} / {ip['gap_p99'] * 1000:.2f} ms",
+             f"{hp['gap_p50'] * 1000:.2f} / {hp['gap_p99'] * 1000:.2f} ms", "")]
+    log("\n".join(f"{a:<{w}}{b:>16}{c:>16}{d:>14}" for a, b, c, d in rows))
+    rows = [("2 concurrent clients, 1 thread per instance", "aggregate tok/s", ""),
+            ("  1 instance (requests queue)", f"{scaling['one_tps']:.1f}", ""),
+            ("  2 instances (routed by model key)", f"{scaling['two_tps']:.1f}", f"{scale:.2f}x")]
+    log("\n".join(f"{a:<{w}}{b:>16}{c:>16}" for a, b, c in rows))
+    targets = [
+        (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x in-process", f"{decode_ratio:.3f}",
+         decode_ratio >= TPS_RATIO_TARGET),
+        (f"HTTP TTFT <= in-process + {TTFT_EXTRA_TARGET_S * 1000:.0f} ms",
+         f"{ttft_extra * 1000:+.1f} ms", ttft_extra <= TTFT_EXTRA_TARGET_S),
+        (f"2 instances >= {SCALING_TARGET:.1f}x 1 instance (2 clients)", f"{scale:.2f}x",
+         scale >= SCALING_TARGET),
+    ]
+    log("\ntargets (information only)")
+    log("\n".join(f"  {a:<{w - 2}}{b:>16}{verdict(ok):>16}" for a, b, ok in targets))
+    return 0
+
+
+def sweep(work: Path) -> bool:
+    """Kill (and report) any process left whose cmdline names the work dir (and so a state dir
+    under it); True when none was left."""
+    left = processes_with(str(work))
+    for pid, cmdline in left:
+        log(f"LEFT OVER: pid {pid}: {cmdline[:200]} -- killing it")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if not left:
+        log(f"\nno process naming {work} is left")
+    return not left
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="lmtp-", dir="/tmp"))
+    if len(str(work / "s-xxxxxxxx")) > MAX_STATE_DIR_BYTES:  # not with /tmp, but be sure
+        log(f"bench FAILED: the work dir {work} is too long for the state dirs' Unix sockets")
+        shutil.rmtree(work, ignore_errors=True)
+        return 2
+    rc = 1
+    try:
+        rc = run(args, work)
+    except BenchError as exc:
+        log(f"\nbench FAILED: {exc}")
+        rc = 2
+    finally:
+        if not sweep(work):
+            log("bench FAILED: processes were left behind")
+            rc = rc or 2
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        log(f"total run time {time.perf_counter() - started:.1f} s")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Inference from an HTTP worker straight to an instance (DESIGN invariant 3).
+
+`Inference.run` resolves the request's `model` (an instance id, or a model reference: key,
+``publisher/key``, ``key@variant``), finds its loaded instances in the table, and — JIT — asks
+the supervisor to get-or-load one when there is none (default TTL `jit_ttl`, auto-evict of
+earlier idle JIT instances). Among several instances the request goes to the least busy: each
+is asked for its status, and the job is offered with ``if_idle`` in that order, so two requests
+arriving together never both pick the same idle instance; when none is idle it queues at the
+least busy one, and a full queue is 429 `overloaded`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+from config import Settings
+from workers import policy
+from workers.catalog import Catalog
+from workers.client import SupervisorClient
+from workers.errors import InvalidRequest, LmhostError, Overloaded, Unavailable, from_wire
+from workers.protocol import Channel, ProtocolError
+from workers.supervisor import instance_call
+from workers.table import InstanceTable, TableUnreadable
+
+log = logging.getLogger(__name__)
+
+KIND_NEEDS = {"chat": "llm", "completion": "llm", "embedding": "embedding"}
+ENDPOINT = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
+            "embedding": "/v1/embeddings"}
+
+
+@dataclass
+class Target:
+    type: str            # "llm" | "embedding"
+    rows: list[dict]     # loaded instances that can serve it
+    instance_id: str | None  # set when the reference named an instance
+
+
+class Inference:
+    def __init__(self, settings: Settings, catalog: Catalog, table: InstanceTable,
+                 supervisor: SupervisorClient):
+        self.settings = settings
+        self.catalog = catalog
+        self.table = table
+        self.supervisor = supervisor
+
+    def _rows(self) -> list[dict]:
+        try:
+            return [r for r in self.table.read() if r.get("state") == policy.LOADED]
+        except TableUnreadable:
+            return []
+
+    def target(self, reference: str) -> Target:
+        rows = self._rows()
+        named = [r for r in rows if r["id"] == reference]
+        if named:
+            return Target(named[0]["type"], named, reference)
+        model, variant = self.catalog.resolve(reference)
+        pinned = "@" in reference
+        return Target(model.type, [r for r in rows if r["model_key"] == model.key
+                                   and (not pinned or r["variant"] == variant.name)], None)
+
+    def run(self, reference: str, kind: str, params: dict, *, stream: bool,
+            ttl: int | None = None) -> Iterator[dict]:
+        """Messages from the instance: ``{"result": ...}``, or ``{"chunk": ...}``... then
+        ``{"done": true}``. Raises `LmhostError` for everything the client should hear."""
+        target = self.target(reference)
+        if target.type != KIND_NEEDS[kind]:
+            raise InvalidRequest(
+                f"{reference!r} is an {'embedding model' if target.type == 'embedding' else 'LLM'}"
+                f": {ENDPOINT[kind]} needs {'an embedding model' if kind == 'embedding' else 'an LLM'}",
+                param="model")
+        request = {"op": "run", "kind": kind, "params": params, "stream": stream}
+        for attempt in (1, 2):  # a second try after the chosen instance died under us
+            rows = target.rows or self._jit_load(reference, ttl)
+            channel, first = self._dispatch(rows, request)
+            if channel is not None:
+                return self._messages(channel, first)
+            target = self.target(reference)
+            if target.instance_id is not None and not target.rows:
+                break
+        raise Unavailable(f"no instance of {reference!r} could take the request")
+
+    def _jit_load(self, reference: str, ttl: int | None) -> list[dict]:
+        if not self.settings.jit:
+            raise InvalidRequest(
+                f"model {reference!r} is not loaded and JIT loading is off (LMHOST_JIT=0): load it "
+                "first with POST /api/v1/models/load", param="model")
+        result = self.supervisor.call({"op": "load", "request": {
+            "model": reference, "reuse_existing": True, "jit": True,
+            "ttl": ttl or self.settings.jit_ttl}})
+        rows = [r for r in self._rows() if r["id"] == result["instance_id"]]
+        if not rows:
+            raise Unavailable(f"instance {result['instance_id']!r} went away right after loading")
+        return rows
+
+    def _dispatch(self, rows: list[dict], request: dict) -> tuple[Channel | None, dict | None]:
+        statuses = []
+        for row in rows:
+            try:
+                statuses.append((row["id"], instance_call(row["socket"], {"op": "status"}, 2.0)))
+            except (OSError, ProtocolError):
+                continue  # dead or unloading: the supervisor drops its row
+        by_id = {r["id"]: r for r in rows}
+        order = policy.pick_least_busy(statuses)
+        # With several instances: offer the job to each, least busy first, only if it is idle
+        # (the instance decides atomically); when none is, queue it at the least busy one.
+        attempts = [(i, True) for i in order] if len(order) > 1 else []
+        attempts += [(i, False) for i in order[:1]]
+        for ident, if_idle in attempts:
+            try:
+                channel = Channel.connect(by_id[ident]["socket"], 5.0)
+            except OSError:
+                continue
+            try:
+                channel.settimeout(None)
+                channel.send({**request, "if_idle": if_idle})
+                first = channel.recv()
+            except (OSError, ProtocolError):
+                channel.close()
+                continue
+            error = first.get("error")
+            if error and error.get("type") == "busy":
+                channel.close()
+                continue
+            if error and error.get("type") == "overloaded":
+                channel.close()
+                raise Overloaded(f"instance {ident!r} has a full queue; retry shortly")
+            return channel, first
+        return None, None
+
+    def _messages(self, channel: Channel, first: dict) -> Iterator[dict]:
+        try:
+            message = first
+            while True:
+                if "error" in message:
+                    raise from_wire(message["error"])
+                yield message
+                if "result" in message or message.get("done"):
+                    return
+                try:
+                    message = channel.recv()
+                except (OSError, ProtocolError):
+                    raise Unavailable("the instance serving this request stopped") from None
+        finally:
+            channel.close()  # a client that went away stops its generation here
+
+
+def run_all(inference: Inference, reference: str, kind: str, params: dict, **kwargs) -> dict:
+    """The result of a non-streaming run."""
+    for message in inference.run(reference, kind, params, stream=False, **kwargs):
+        if "result" in message:
+            return message["result"]
+    raise LmhostError("the instance ended the request without a result")
