@@ -29,3 +29,20 @@ def test_ttl_expired_only_when_idle_long_enough():
     assert not policy.ttl_expired(None, idle)
     assert not policy.ttl_expired(60, {**idle, "busy": True})
     assert not policy.ttl_expired(60, {**idle, "queued": 1})
+
+
+def test_jit_evictions_are_loaded_jit_instances_other_than_the_new_one():
+    rows = [{"id": "a", "jit": True, "state": "loaded"}, {"id": "b", "jit": False, "state": "loaded"},
+            {"id": "c", "jit": True, "state": "loading"}, {"id": "new", "jit": True, "state": "loading"},
+            {"id": "d", "jit": True, "state": "unloading"}]
+    assert [r["id"] for r in policy.jit_evictions(rows, "new")] == ["a"]
+
+
+def test_idle_and_least_busy_order():
+    assert policy.idle({"busy": False, "queued": 0})
+    assert not policy.idle({"busy": True, "queued": 0})
+    statuses = [("busy", {"busy": True, "queued": 0, "last_used": 1.0}),
+                ("recent", {"busy": False, "queued": 0, "last_used": 9.0}),
+                ("old", {"busy": False, "queued": 0, "last_used": 2.0}),
+                ("queued", {"busy": True, "queued": 3, "last_used": 0.0})]
+    assert policy.pick_least_busy(statuses) == ["old", "recent", "busy", "queued"]
