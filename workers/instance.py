@@ -232,27 +232,27 @@ class Instance:
         with self.state_lock:
             return self._status()
 
-    def expire(self, ttl: float) -> dict:
-        """Stop if idle (nothing queued or running) for `ttl` seconds. Decided and acted on
-        under state_lock, so no request can be accepted between the decision and the stop."""
+    def _stop_if(self, decide) -> tuple[bool, dict]:
+        """Stop (as after `shutdown` with no grace) if `decide(status)` says so. Decided and
+        acted on under state_lock, so no request can be accepted between the two."""
         with self.state_lock:
             status = self._status()
-            expired = not self.stopping.is_set() and policy.ttl_expired(ttl, status)
-            if expired:
+            stop = not self.stopping.is_set() and decide(status)
+            if stop:
                 self.stopping.set()
-        if expired:
+        if stop:
             threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
-        idle_for = 0.0 if status["busy"] or status["queued"] else status["now"] - status["last_used"]
+        return stop, status
+
+    def expire(self, ttl: float) -> dict:
+        """TTL: stop if idle (nothing queued or running) for `ttl` seconds."""
+        expired, status = self._stop_if(lambda s: policy.ttl_expired(ttl, s))
+        idle_for = status["now"] - status["last_used"] if policy.idle(status) else 0.0
         return {"expired": expired, "last_used_ago": idle_for}
 
     def evict(self) -> dict:
-        """Stop if idle right now (auto-evict), decided under state_lock like `expire`."""
-        with self.state_lock:
-            evicted = not self.stopping.is_set() and policy.idle(self._status())
-            if evicted:
-                self.stopping.set()
-        if evicted:
-            threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
+        """Auto-evict: stop if idle right now."""
+        evicted, _ = self._stop_if(policy.idle)
         return {"evicted": evicted}
 
     def stop(self, graceful_timeout: float) -> None:
