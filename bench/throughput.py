@@ -7,41 +7,46 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
 
 1. writes the model once (`workers.synthetic.write_bench_model`) into a temporary models dir,
    as ``bench/bench-150m-GGUF/bench-150m-Q8_0.gguf`` (model key ``bench-150m``);
-2. in-process baseline: in a fresh interpreter (the parent never imports llama_cpp),
-   ``llama_cpp.Llama(model_path, n_ctx=2048, n_threads=T, n_threads_batch=T, verbose=False)``,
-   then ``create_completion(prompt, max_tokens, temperature, top_p, seed, stream=True)``: one
-   untimed warm-up, then ``--runs`` timed completions;
+2. in-process baseline: a fresh interpreter (the parent never imports llama_cpp) builds
+   ``llama_cpp.Llama(model_path, n_ctx=2048, n_threads=T, n_threads_batch=T, verbose=False)``
+   and runs ``create_completion(prompt, max_tokens, temperature, top_p, seed, stream=True)``:
+   one untimed warm-up, then ``--runs`` timed completions;
 3. through the API: the real service (``lmhost serve --workers 1`` on a free 127.0.0.1 port,
    ``LMHOST_INSTANCE_THREADS=T``), one instance loaded with ``POST /api/v1/models/load``
    (identifier ``a``), then the same request as ``POST /v1/completions`` with ``"stream": true``
    over `http.client` (a fresh loopback connection per request, SSE lines read as they arrive):
    one untimed warm-up, then ``--runs`` timed completions;
-4. 1 vs 2 instances under 2 concurrent clients (two threads here), each instance with 1
-   llama.cpp thread (``LMHOST_INSTANCE_THREADS=1``): one instance (``a``; the two requests
-   queue), then a second one (``b``), requests naming the model key (``bench-150m``) so the
-   server routes them (least busy first). Aggregate tokens/s = tokens of both / wall time from
-   the first request sent to the last stream ended. One untimed warm-up round each, then
-   ``--runs`` rounds;
+4. 1 vs 2 instances under 2 concurrent clients (two threads here), 1 llama.cpp thread per
+   instance (``LMHOST_INSTANCE_THREADS=1``): one instance (``a``; the two requests queue), then
+   a second one (``b``), requests naming the model key (``bench-150m``) so that the server
+   routes them (least busy first). Aggregate tokens/s = tokens of both / wall time from the
+   first request sent to the last stream ended. One untimed warm-up round each, then ``--runs``
+   rounds. For reference, the same without lmhost: two in-process interpreters with 1 thread
+   each, one doing both completions in turn vs both at once: what the machine itself allows;
 5. prints a summary table with the targets (information only: the exit status is non-zero only
    when a request fails, a completion is not what the tamed model must produce, a server does
    not come up, or a process is left behind).
 
-Metrics of one streamed completion (the same definitions for both sides):
-  TTFT         from the call (in-process: ``create_completion``; HTTP: before the connection is
-               opened) to the first chunk carrying text;
-  decode tok/s (tokens - 1) / (last text chunk - first text chunk);
-  overall tok/s tokens / (end of the stream - the call) (HTTP: end = the ``[DONE]`` line).
+Metrics of one streamed completion (the same definitions on both sides):
+  TTFT          from the call (in-process: ``create_completion``; HTTP: before the connection
+                is opened) to the first chunk carrying text;
+  decode tok/s  (tokens - 1) / (last text chunk - first text chunk);
+  overall tok/s tokens / (end of the stream - the call) (HTTP: end = the ``data: [DONE]`` line).
 Figures are p50 over ``--runs`` (nearest rank). With the same seed and threads, the generated
 text through the API should be the in-process text: the run says whether it is.
 
+Other work on the machine skews every figure (llama.cpp's threads wait for each other at every
+step, so one descheduled thread stalls them all). Before each measurement the run waits
+(bounded, ``--quiet-wait``) until the CPUs are quiet, and every timed run is checked for CPU
+time used by processes other than this benchmark's own (this process, its children, the
+server's processes); a run where others used more than 10% of a core is done again (up to
+``--retries`` times per measurement), and said to be disturbed if it still was. Mind the cores:
+[4] needs one per instance, and with ``--threads`` equal to the cores, [3]'s HTTP worker and
+client compete with llama.cpp's threads, which [2] has to itself.
+
     .venv/bin/python bench/throughput.py [--tokens 256] [--runs 3] [--threads 2]
                                          [--prompt "Once upon a time"] [--quiet-wait 60]
-                                         [--keep]
-
-Other work on the machine skews every figure: before each measurement the run waits (bounded,
-``--quiet-wait``) until the CPUs are quiet, and says so when they were not. Mind the cores: [4]
-needs one per instance, and with ``--threads`` equal to the cores, [3]'s HTTP worker and client
-compete with llama.cpp's threads, which [2] has to itself.
+                                         [--retries 6] [--keep]
 
 Nothing but 127.0.0.1 is contacted. The temporary directory (under /tmp: the state dirs must be
 short, they hold Unix sockets) is removed at the end unless ``--keep`` is given.
@@ -53,6 +58,7 @@ import argparse
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -61,6 +67,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -83,14 +90,16 @@ SEED = 1
 LOAD_TIMEOUT_S = 180.0
 UNLOAD_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 300.0   # socket timeout of a completion request (between reads)
+INPROC_TIMEOUT_S = 300.0    # an in-process interpreter's load, or one of its completions
 SETTLE_DEADLINE_S = 15.0    # the supervisor's spare process, refilled after a load
-BASELINE_TIMEOUT_S = 600.0
 MAX_STATE_DIR_BYTES = 79    # <state>/instances/<12 hex>.sock must fit AF_UNIX's 107 bytes
 TPS_RATIO_TARGET = 0.97     # HTTP decode tok/s / in-process decode tok/s
 TTFT_EXTRA_TARGET_S = 0.005
 SCALING_TARGET = 1.6        # 2 instances / 1 instance, 2 concurrent clients
-QUIET_BUSY = 0.10           # CPU use by others (fraction of all CPUs) that counts as quiet
+QUIET_BUSY = 0.10           # CPU use (fraction of all CPUs) that counts as quiet
 QUIET_SAMPLE_S = 1.0
+FOREIGN_LIMIT = 0.10        # CPU used by other processes during a run, in cores, averaged
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -109,24 +118,26 @@ def tps(value: float) -> str:
     return f"{value:.1f} tok/s"
 
 
-# -- the machine ---------------------------------------------------------------------------------
+# -- the machine: quiet, and who used the CPUs during a run --------------------------------------
+
+def _busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
 
 def cpu_busy(seconds: float) -> float:
-    """Fraction of all CPUs busy (any process) over `seconds`, from /proc/stat."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return sum(values[:8]), idle
-    total0, idle0 = sample()
+    """Fraction of all CPUs busy (any process) over `seconds`."""
+    busy0, total0 = _busy_jiffies()
     time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+    busy1, total1 = _busy_jiffies()
+    return (busy1 - busy0) / max(1, total1 - total0)
 
 
 def wait_quiet(limit_s: float, what: str) -> None:
-    """Bounded wait until the machine is quiet (nothing else using the CPUs), so that other
-    work does not show up as llama.cpp or lmhost time; logs what it found."""
+    """Bounded wait until the machine is quiet (nothing else using the CPUs); logs it."""
     started = time.perf_counter()
     busy = cpu_busy(QUIET_SAMPLE_S)
     while busy > QUIET_BUSY and time.perf_counter() - started < limit_s:
@@ -134,12 +145,85 @@ def wait_quiet(limit_s: float, what: str) -> None:
     waited = time.perf_counter() - started
     if busy > QUIET_BUSY:
         log(f"    WARNING: other processes use {busy:.0%} of the CPUs before {what} (waited "
-            f"{waited:.0f} s for quiet): the figures below are noisy")
+            f"{waited:.0f} s for quiet): the figures below may be disturbed")
     else:
-        log(f"    CPUs before {what}: {busy:.0%} busy ({waited:.1f} s waited)")
+        log(f"    CPUs before {what}: {busy:.0%} busy ({waited:.1f} s to see that)")
 
 
-# -- metrics ---------------------------------------------------------------------------------------
+def _proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, utime + stime of all its threads in jiffies, cmdline)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        table[int(entry.name)] = (int(stat[1]), int(stat[11]) + int(stat[12]), cmdline)
+    return table
+
+
+class CpuWatch:
+    """CPU time used during a window by processes that are not this benchmark's own: this
+    process, its descendants, and processes whose cmdline names the work dir (the supervisor
+    daemonizes) and their descendants."""
+
+    def __init__(self, work: Path):
+        self.marker = str(work)
+
+    def _own_jiffies(self) -> int:
+        table = _proc_table()
+        own = {os.getpid()} | {pid for pid, (_, _, cmd) in table.items() if self.marker in cmd}
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        stack = list(own)
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in own:
+                    own.add(child)
+                    stack.append(child)
+        return sum(table[pid][1] for pid in own if pid in table)
+
+    def start(self) -> tuple[float, int, int]:
+        busy, _ = _busy_jiffies()
+        return time.perf_counter(), busy, self._own_jiffies()
+
+    def foreign(self, mark: tuple[float, int, int]) -> float:
+        """Cores' worth of CPU that others used since `mark` (averaged over the window)."""
+        started, busy0, own0 = mark
+        busy1, _ = _busy_jiffies()
+        own1 = self._own_jiffies()
+        elapsed = max(1e-3, time.perf_counter() - started)
+        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / CLK_TCK / elapsed)
+
+
+def measured(watch: CpuWatch, action: Callable[[], dict], args, what: str) -> list[dict]:
+    """``--runs`` results of `action`, each tagged with ``foreign`` (cores used by others while
+    it ran); a disturbed run is done again, up to ``--retries`` times in all."""
+    results, retries = [], 0
+    while len(results) < args.runs:
+        mark = watch.start()
+        result = action()
+        result["foreign"] = watch.foreign(mark)
+        if result["foreign"] > FOREIGN_LIMIT and retries < args.retries:
+            retries += 1
+            log(f"    (a run of {what} was disturbed: other processes used "
+                f"{result['foreign']:.2f} cores; doing it again, retry {retries}/{args.retries})")
+            wait_quiet(args.quiet_wait, "the retry")
+            continue
+        results.append(result)
+    return results
+
+
+def disturbed_note(result: dict) -> str:
+    f = result.get("foreign", 0.0)
+    return f"  DISTURBED: others used {f:.2f} cores" if f > FOREIGN_LIMIT else ""
+
+
+# -- metrics ----------------------------------------------------------------------------------------
 
 def metrics(start: float, stamps: list[float], end: float, text: str, finish: str | None,
             tokens_wanted: int, what: str) -> dict:
@@ -158,7 +242,7 @@ def metrics(start: float, stamps: list[float], end: float, text: str, finish: st
 
 def summary(runs: list[dict]) -> dict:
     gaps = sorted(g for r in runs for g in r["gaps"])
-    return {"ttft": p50([r["ttft"] for r in runs]),
+    return {"ttft": p50([r["ttft"] for r in runs]), "ttft_min": min(r["ttft"] for r in runs),
             "decode_tps": p50([r["decode_tps"] for r in runs]),
             "overall_tps": p50([r["overall_tps"] for r in runs]),
             "tail": p50([r["tail"] for r in runs]),
@@ -169,7 +253,8 @@ def summary(runs: list[dict]) -> dict:
 def report_runs(runs: list[dict]) -> None:
     for i, r in enumerate(runs, 1):
         log(f"    run {i}: TTFT {ms(r['ttft'])}, decode {tps(r['decode_tps'])}, overall "
-            f"{tps(r['overall_tps'])} ({r['tokens']} tokens in {r['total']:.3f} s)")
+            f"{tps(r['overall_tps'])} ({r['tokens']} tokens in {r['total']:.3f} s)"
+            f"{disturbed_note(r)}")
     s = summary(runs)
     log(f"    p50: TTFT {ms(s['ttft'])}, decode {tps(s['decode_tps'])}, overall "
         f"{tps(s['overall_tps'])}; gap between text chunks p50 {ms(s['gap_p50'])}, p99 "
@@ -177,9 +262,31 @@ def report_runs(runs: list[dict]) -> None:
         f"{ms(s['tail'])}")
 
 
-# -- 2. in-process ---------------------------------------------------------------------------------
+def aggregate(results: list[dict]) -> dict:
+    start = min(r["start"] for r in results)
+    end = max(r["end"] for r in results)
+    tokens = sum(r["tokens"] for r in results)
+    return {"aggregate_tps": tokens / (end - start), "wall": end - start, "tokens": tokens,
+            "clients": results}
 
-# Runs in a fresh interpreter: argv[1] is a JSON spec; the last stdout line is a JSON result.
+
+def report_rounds(rounds: list[dict], who: str) -> float:
+    for i, rd in enumerate(rounds, 1):
+        t0 = min(c["start"] for c in rd["clients"])
+        per = "; ".join(f"{who} {j + 1}: TTFT {ms(c['ttft'])}, done at {c['end'] - t0:.2f} s, "
+                        f"decode {tps(c['decode_tps'])}" for j, c in enumerate(rd["clients"]))
+        log(f"    round {i}: {rd['tokens']} tokens in {rd['wall']:.2f} s = "
+            f"{tps(rd['aggregate_tps'])}  ({per}){disturbed_note(rd)}")
+    agg = p50([rd["aggregate_tps"] for rd in rounds])
+    log(f"    p50 aggregate: {tps(agg)}")
+    return agg
+
+
+# -- in-process ---------------------------------------------------------------------------------
+
+# A fresh interpreter: argv[1] is a JSON spec. It loads the model, prints one JSON line, then
+# for every "go" line on stdin runs one streamed completion and prints its timings as JSON
+# (perf_counter() is CLOCK_MONOTONIC: comparable between processes). EOF ends it.
 INPROC_SCRIPT = r"""
 import json, sys, time
 spec = json.loads(sys.argv[1])
@@ -187,9 +294,9 @@ import llama_cpp
 started = time.perf_counter()
 llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
                       n_threads_batch=spec["threads"], verbose=False)
-load_s = time.perf_counter() - started
-
-def one():
+print(json.dumps({"version": llama_cpp.__version__, "load_s": time.perf_counter() - started}),
+      flush=True)
+for line in sys.stdin:
     stamps, text, finish = [], [], None
     start = time.perf_counter()
     for chunk in llm.create_completion(spec["prompt"], max_tokens=spec["tokens"],
@@ -202,45 +309,109 @@ def one():
             text.append(choice["text"])
         finish = choice.get("finish_reason") or finish
     end = time.perf_counter()
-    return {"start": start, "stamps": stamps, "end": end, "text": "".join(text), "finish": finish}
-
-warmup = [one() for _ in range(spec["warmup"])]
-runs = [one() for _ in range(spec["runs"])]
-print(json.dumps({"version": llama_cpp.__version__, "load_s": load_s, "warmup": warmup,
-                  "runs": runs}), flush=True)
+    print(json.dumps({"start": start, "stamps": stamps, "end": end, "text": "".join(text),
+                      "finish": finish}), flush=True)
 """
 
 
-def in_process(model: Path, args, work: Path) -> dict:
-    spec = {"path": str(model), "n_ctx": N_CTX, "threads": args.threads, "prompt": args.prompt,
-            "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
-            "warmup": 1, "runs": args.runs}
-    wait_quiet(args.quiet_wait, "the in-process runs")
-    stderr_path = work / "inproc.stderr"
-    with open(stderr_path, "wb") as stderr:
+class InProc:
+    """One in-process interpreter with its own `llama_cpp.Llama`."""
+
+    def __init__(self, model: Path, threads: int, args, work: Path, name: str):
+        self.args, self.name = args, name
+        self.stderr_path = work / f"{name}.stderr"
+        spec = {"path": str(model), "n_ctx": N_CTX, "threads": threads, "prompt": args.prompt,
+                "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED}
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen([sys.executable, "-c", INPROC_SCRIPT, json.dumps(spec)],
+                                         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=stderr)
         try:
-            proc = subprocess.run([sys.executable, "-c", INPROC_SCRIPT, json.dumps(spec)],
-                                  cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=stderr, timeout=BASELINE_TIMEOUT_S)
+            self.info = self._read(f"{name}: loading the model")
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self, what: str) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], INPROC_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else b""
+        try:
+            return json.loads(line)
+        except ValueError:
+            tail = "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-20:])
+            raise BenchError(f"{what}: no answer from the in-process interpreter "
+                             f"({'timed out' if not ready else repr(line[:300])}):\n{tail}") from None
+
+    def go(self) -> None:
+        try:
+            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise BenchError(f"{self.name}: the in-process interpreter is gone: {exc}") from None
+
+    def result(self, what: str) -> dict:
+        r = self._read(what)
+        return metrics(r["start"], r["stamps"], r["end"], r["text"], r["finish"],
+                       self.args.tokens, what)
+
+    def completion(self, what: str) -> dict:
+        self.go()
+        return self.result(what)
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            raise BenchError(f"the in-process run took over {BASELINE_TIMEOUT_S:.0f} s") from None
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-20:])
-        raise BenchError(f"the in-process run failed (exit {proc.returncode}):\n{tail}")
+            self.proc.kill()
+            self.proc.wait()
+
+
+def in_process(model: Path, args, work: Path, watch: CpuWatch) -> dict:
+    proc = InProc(model, args.threads, args, work, "inproc")
     try:
-        raw = json.loads(lines[-1])
-    except ValueError:
-        raise BenchError(f"the in-process run printed no result: {lines[-1][:300]!r}") from None
-    out = {"version": raw["version"], "load_s": raw["load_s"]}
-    for key in ("warmup", "runs"):
-        out[key] = [metrics(r["start"], r["stamps"], r["end"], r["text"], r["finish"],
-                            args.tokens, f"in-process {key} #{i + 1}")
-                    for i, r in enumerate(raw[key])]
-    return out
+        warmup = proc.completion("in-process warm-up")
+        wait_quiet(args.quiet_wait, "the in-process runs")
+        runs = measured(watch, lambda: proc.completion("in-process run"), args, "in-process")
+    finally:
+        proc.close()
+    return {**proc.info, "warmup": warmup, "runs": runs}
 
 
-# -- 3./4. through the API -------------------------------------------------------------------------
+def in_process_scaling(model: Path, args, work: Path, watch: CpuWatch) -> dict:
+    """Two interpreters, 1 thread each: one does both completions in turn, then both at once."""
+    a = InProc(model, 1, args, work, "inproc-1t-a")
+    try:
+        b = InProc(model, 1, args, work, "inproc-1t-b")
+        try:
+            def one_after_other() -> dict:
+                return aggregate([a.completion("in-process 1 thread, first"),
+                                  a.completion("in-process 1 thread, second")])
+
+            def both_at_once() -> dict:
+                a.go()
+                b.go()
+                return aggregate([a.result("in-process 1 thread, process A"),
+                                  b.result("in-process 1 thread, process B")])
+            both_at_once()  # warm-up of both
+            wait_quiet(args.quiet_wait, "the in-process reference")
+            one = measured(watch, one_after_other, args, "in-process, one process")
+            two = measured(watch, both_at_once, args, "in-process, two processes")
+        finally:
+            b.close()
+    finally:
+        a.close()
+    log("    one process, 1 thread, two completions in turn:")
+    one_tps = report_rounds(one, "completion")
+    log("    two processes, 1 thread each, one completion each at the same time:")
+    two_tps = report_rounds(two, "process")
+    return {"one_tps": one_tps, "two_tps": two_tps}
+
+
+# -- through the API ------------------------------------------------------------------------------
 
 def post_json(port: int, path: str, payload: dict, timeout: float) -> tuple[int, dict | None, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
@@ -264,6 +435,7 @@ def stream_completion(port: int, model: str, args, what: str) -> dict:
                           "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
                           "stream": True}).encode()
     stamps, text, finish, done = [], [], None, False
+    cpu = time.process_time()
     start = time.perf_counter()
     conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
     try:
@@ -305,7 +477,9 @@ def stream_completion(port: int, model: str, args, what: str) -> dict:
         conn.close()
     if not done:
         raise BenchError(f"{what}: the stream ended without data: [DONE]")
-    return metrics(start, stamps, end, "".join(text), finish, args.tokens, what)
+    result = metrics(start, stamps, end, "".join(text), finish, args.tokens, what)
+    result["client_cpu"] = time.process_time() - cpu  # all of this process's threads
+    return result
 
 
 class Server(list_models.Server):
@@ -313,6 +487,18 @@ class Server(list_models.Server):
 
     def instance_pids(self) -> list[int]:
         return [pid for pid, _ in processes_with("workers.instance", str(self.state_dir))]
+
+    def http_cpu(self) -> float:
+        """CPU seconds used so far by the gunicorn processes (the server process and its
+        descendants; the supervisor daemonizes and the instances are its children)."""
+        table = _proc_table()
+        pids, stack = set(), [self.proc.pid] if self.proc else []
+        while stack:
+            pid = stack.pop()
+            if pid in table and pid not in pids:
+                pids.add(pid)
+                stack.extend(p for p, (ppid, _, _) in table.items() if ppid == pid)
+        return sum(table[pid][1] for pid in pids) / CLK_TCK
 
     def load(self, identifier: str) -> float:
         started = time.perf_counter()
@@ -376,26 +562,10 @@ def concurrent_round(port: int, model: str, clients: int, args, what: str) -> di
             f"{what}: {type(errors[0]).__name__}: {errors[0]}")
     if any(r is None for r in results) or any(t.is_alive() for t in threads):
         raise BenchError(f"{what}: a client did not finish")
-    start = min(r["start"] for r in results)
-    end = max(r["end"] for r in results)
-    tokens = sum(r["tokens"] for r in results)
-    return {"aggregate_tps": tokens / (end - start), "wall": end - start, "tokens": tokens,
-            "clients": results}
+    return aggregate(results)
 
 
-def report_rounds(rounds: list[dict]) -> float:
-    for i, rd in enumerate(rounds, 1):
-        per = "; ".join(f"client {j + 1}: TTFT {ms(c['ttft'])}, done at "
-                        f"{c['end'] - min(x['start'] for x in rd['clients']):.2f} s, decode "
-                        f"{tps(c['decode_tps'])}" for j, c in enumerate(rd["clients"]))
-        log(f"    round {i}: {rd['tokens']} tokens in {rd['wall']:.2f} s = "
-            f"{tps(rd['aggregate_tps'])}  ({per})")
-    agg = p50([rd["aggregate_tps"] for rd in rounds])
-    log(f"    p50 aggregate: {tps(agg)}")
-    return agg
-
-
-def http_single(models_dir: Path, args, work: Path) -> dict:
+def http_single(models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-single.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
@@ -406,39 +576,43 @@ def http_single(models_dir: Path, args, work: Path) -> dict:
         took = server.load("a")
         log(f"    POST /api/v1/models/load (identifier 'a'): {took:.2f} s")
         settle(server, 1)
+        warmup = stream_completion(server.port, "a", args, "HTTP warm-up")
         wait_quiet(args.quiet_wait, "the HTTP runs")
-        warmup = [stream_completion(server.port, "a", args, "HTTP warm-up")]
-        runs = [stream_completion(server.port, "a", args, f"HTTP run #{i + 1}")
-                for i in range(args.runs)]
+        def one() -> dict:
+            before = server.http_cpu()
+            result = stream_completion(server.port, "a", args, "HTTP run")
+            result["worker_cpu"] = server.http_cpu() - before
+            return result
+        runs = measured(watch, one, args, "HTTP")
         server.unload("a")
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
         how = server.stop()
         log(f"    server {how}")
-    return {"warmup": warmup, "runs": runs, "state_dir": state_dir}
+    return {"warmup": warmup, "runs": runs}
 
 
-def http_scaling(models_dir: Path, args, work: Path) -> dict:
+def http_scaling(models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-scaling.log",
                     {"LMHOST_INSTANCE_THREADS": "1"})
-    out = {"state_dir": state_dir}
+    out = {}
     try:
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, LMHOST_INSTANCE_THREADS=1: "
             f"healthy after {up:.2f} s")
         for identifier, label in (("a", "one"), ("b", "two")):
             took = server.load(identifier)
-            log(f"\n    [{label} instance{'s' if label == 'two' else ''}] POST /api/v1/models/load "
+            log(f"    [{label} instance{'s' if label == 'two' else ''}] POST /api/v1/models/load "
                 f"(identifier {identifier!r}): {took:.2f} s")
             settle(server, 1 if identifier == "a" else 2)
-            wait_quiet(args.quiet_wait, "these rounds")
             concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: warm-up round")
-            rounds = [concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: round #{i + 1}")
-                      for i in range(args.runs)]
-            out[label] = rounds
-            out[f"{label}_tps"] = report_rounds(rounds)
+            wait_quiet(args.quiet_wait, "these rounds")
+            rounds = measured(
+                watch, lambda: concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: round"),
+                args, f"{label} instance(s)")
+            out[f"{label}_tps"] = report_rounds(rounds, "client")
         for identifier in ("a", "b"):
             server.unload(identifier)
     except (BenchError, OSError) as exc:
@@ -449,7 +623,7 @@ def http_scaling(models_dir: Path, args, work: Path) -> dict:
     return out
 
 
-# -- main ------------------------------------------------------------------------------------------
+# -- main -------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -466,6 +640,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=60.0, dest="quiet_wait",
                         help="seconds to wait, before each measurement, for other processes "
                              f"to leave the CPUs (under {QUIET_BUSY * 100:.0f}%% busy) (default 60)")
+    parser.add_argument("--retries", type=int, default=6,
+                        help="runs done again, per measurement, when other processes used "
+                             f"over {FOREIGN_LIMIT:.2f} cores during them (default 6)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (model, logs, state dirs)")
     args = parser.parse_args(argv)
@@ -475,19 +652,22 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--tokens must be between 2 and {N_CTX - 64}")
     if args.threads < 1:
         parser.error("--threads must be at least 1")
-    if args.quiet_wait < 0:
-        parser.error("--quiet-wait must not be negative")
     if not args.prompt:
         parser.error("--prompt must not be empty")
+    if args.quiet_wait < 0 or args.retries < 0:
+        parser.error("--quiet-wait and --retries must not be negative")
     return args
 
 
 def run(args, work: Path) -> int:
+    cpus = len(os.sched_getaffinity(0))
     log(f"lmhost throughput benchmark: {args.tokens} tokens per completion, {args.runs} runs, "
         f"{args.threads} llama.cpp threads, work dir {work}")
-    log(f"python {sys.version.split()[0]}, {len(os.sched_getaffinity(0))} CPU(s) available; "
-        f"prompt {args.prompt!r}, temperature {TEMPERATURE}, top_p {TOP_P}, seed {SEED}, "
-        f"n_ctx {N_CTX}")
+    log(f"python {sys.version.split()[0]}, {cpus} CPU(s) available; prompt {args.prompt!r}, "
+        f"temperature {TEMPERATURE}, top_p {TOP_P}, seed {SEED}, n_ctx {N_CTX}")
+    if cpus < 2:
+        log("note: 1 CPU: the 2-instance test cannot scale here")
+    watch = CpuWatch(work)
 
     models_dir = work / "models"
     started = time.perf_counter()
@@ -499,16 +679,22 @@ def run(args, work: Path) -> int:
 
     log(f"\n[2] in-process llama-cpp-python (fresh interpreter, {args.threads} threads), "
         f"create_completion(stream=True): 1 warm-up + {args.runs} runs")
-    inproc = in_process(model.path, args, work)
+    inproc = in_process(model.path, args, work, watch)
     log(f"    llama_cpp {inproc['version']}; Llama() in {inproc['load_s']:.2f} s; warm-up TTFT "
-        f"{ms(inproc['warmup'][0]['ttft'])}")
+        f"{ms(inproc['warmup']['ttft'])}")
     report_runs(inproc["runs"])
 
     log(f"\n[3] through lmhost: POST /v1/completions, stream=true, http.client on loopback "
         f"(fresh connection per request): 1 warm-up + {args.runs} runs")
-    single = http_single(models_dir, args, work)
-    log(f"    warm-up TTFT {ms(single['warmup'][0]['ttft'])}")
+    single = http_single(models_dir, args, work, watch)
+    log(f"    warm-up TTFT {ms(single['warmup']['ttft'])}")
     report_runs(single["runs"])
+    tokens = sum(r["tokens"] for r in single["runs"])
+    worker_us = sum(r["worker_cpu"] for r in single["runs"]) / tokens * 1e6
+    client_us = sum(r["client_cpu"] for r in single["runs"]) / tokens * 1e6
+    log(f"    CPU per token outside the instance: gunicorn {worker_us:.0f} us, this client "
+        f"{client_us:.0f} us (jiffies of {1000 / CLK_TCK:.0f} ms and process_time over "
+        f"{len(single['runs'])} runs)")
     ip, hp = summary(inproc["runs"]), summary(single["runs"])
     same_text = ip["texts"] == hp["texts"] and len(ip["texts"]) == 1
     log(f"    generated text identical to in-process (same seed and threads): "
@@ -517,30 +703,40 @@ def run(args, work: Path) -> int:
     log(f"\n[4] 1 vs 2 instances, 2 concurrent clients (threads), 1 llama.cpp thread per "
         f"instance, requests name the model key {MODEL_KEY!r}: 1 warm-up round + {args.runs} "
         "rounds each")
-    scaling = http_scaling(models_dir, args, work)
+    scaling = http_scaling(models_dir, args, work, watch)
+    log(f"\n[4r] reference without lmhost: in-process interpreters with 1 thread each: 1 warm-up "
+        f"round + {args.runs} rounds each")
+    reference = in_process_scaling(model.path, args, work, watch)
 
     # -- summary ----------------------------------------------------------------------------------
     decode_ratio = hp["decode_tps"] / ip["decode_tps"]
     overall_ratio = hp["overall_tps"] / ip["overall_tps"]
     ttft_extra = hp["ttft"] - ip["ttft"]
     scale = scaling["two_tps"] / scaling["one_tps"]
+    ref_scale = reference["two_tps"] / reference["one_tps"]
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
-    w = 58
+    w = 50
     log(f"\nthroughput on the bench model ({params_m:.0f}M params, {model.file_type}), "
-        f"{args.tokens} tokens, p50 of {args.runs}")
+        f"{args.tokens} tokens, p50 of {args.runs}, {cpus} CPUs")
     rows = [("", "in-process", "lmhost HTTP", "HTTP/in-proc"),
             (f"decode tok/s ({args.threads} threads)", f"{ip['decode_tps']:.1f}",
              f"{hp['decode_tps']:.1f}", f"{decode_ratio:.3f}"),
-            (f"overall tok/s (tokens / total time)", f"{ip['overall_tps']:.1f}",
+            ("overall tok/s (tokens / total time)", f"{ip['overall_tps']:.1f}",
              f"{hp['overall_tps']:.1f}", f"{overall_ratio:.3f}"),
             ("time to first token", ms(ip["ttft"]), ms(hp["ttft"]), f"{ttft_extra * 1000:+.1f} ms"),
-            ("gap between tokens p50 / p99", f"{ip['gap_p50'] * 1000:.2f} / {ip['gap_p99'] * 1000:.2f} ms",
-             f"{hp['gap_p50'] * 1000:.2f} / {hp['gap_p99'] * 1000:.2f} ms", "")]
-    log("\n".join(f"{a:<{w}}{b:>16}{c:>16}{d:>14}" for a, b, c, d in rows))
-    rows = [("2 concurrent clients, 1 thread per instance", "aggregate tok/s", ""),
-            ("  1 instance (requests queue)", f"{scaling['one_tps']:.1f}", ""),
-            ("  2 instances (routed by model key)", f"{scaling['two_tps']:.1f}", f"{scale:.2f}x")]
-    log("\n".join(f"{a:<{w}}{b:>16}{c:>16}" for a, b, c in rows))
+            ("  min", ms(ip["ttft_min"]), ms(hp["ttft_min"]),
+             f"{(hp['ttft_min'] - ip['ttft_min']) * 1000:+.1f} ms"),
+            ("gap between tokens, p50 / p99 (ms)",
+             f"{ip['gap_p50'] * 1000:.2f} / {ip['gap_p99'] * 1000:.2f}",
+             f"{hp['gap_p50'] * 1000:.2f} / {hp['gap_p99'] * 1000:.2f}", ""),
+            ("", "", "", ""),
+            ("2 completions at once, 1 thread each (tok/s)", "in-process", "lmhost HTTP", ""),
+            ("  one llama.cpp (the two take turns)", f"{reference['one_tps']:.1f}",
+             f"{scaling['one_tps']:.1f}", ""),
+            ("  two llama.cpp (procs / instances)", f"{reference['two_tps']:.1f}",
+             f"{scaling['two_tps']:.1f}", ""),
+            ("  two / one", f"{ref_scale:.2f}x", f"{scale:.2f}x", "")]
+    log("\n".join(f"{a:<{w}}{b:>18}{c:>18}{d:>14}" for a, b, c, d in rows))
     targets = [
         (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x in-process", f"{decode_ratio:.3f}",
          decode_ratio >= TPS_RATIO_TARGET),
@@ -550,7 +746,10 @@ def run(args, work: Path) -> int:
          scale >= SCALING_TARGET),
     ]
     log("\ntargets (information only)")
-    log("\n".join(f"  {a:<{w - 2}}{b:>16}{verdict(ok):>16}" for a, b, ok in targets))
+    log("\n".join(f"  {a:<{w - 2}}{b:>18}{verdict(ok):>18}" for a, b, ok in targets))
+    if scale < SCALING_TARGET and ref_scale < SCALING_TARGET:
+        log(f"  (two llama.cpp processes without lmhost reach {ref_scale:.2f}x on this machine: "
+            f"the 2-instance target is out of its reach)")
     return 0
 
 

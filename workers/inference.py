@@ -122,7 +122,7 @@ class Inference:
                 channel.close()
                 continue
             error = first.get("error")
-            if error and error.get("type") == "busy":
+            if error and error.get("type") in ("busy", "unavailable"):  # busy, or unloading
                 channel.close()
                 continue
             if error and error.get("type") == "overloaded":
