@@ -7,23 +7,32 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
 
 1. writes the model once (`workers.synthetic.write_bench_model`) into a temporary models dir,
    as ``bench/bench-150m-GGUF/bench-150m-Q8_0.gguf`` (model key ``bench-150m``);
-2. in-process baseline: a fresh interpreter (the parent never imports llama_cpp) builds
-   ``llama_cpp.Llama(model_path, n_ctx=2048, n_threads=T, n_threads_batch=T, verbose=False)``
-   and runs ``create_completion(prompt, max_tokens, temperature, top_p, seed, stream=True)``:
-   one untimed warm-up, then ``--runs`` timed completions;
-3. through the API: the real service (``lmhost serve --workers 1`` on a free 127.0.0.1 port,
-   ``LMHOST_INSTANCE_THREADS=T``), one instance loaded with ``POST /api/v1/models/load``
-   (identifier ``a``), then the same request as ``POST /v1/completions`` with ``"stream": true``
-   over `http.client` (a fresh loopback connection per request, SSE lines read as they arrive):
-   one untimed warm-up, then ``--runs`` timed completions;
-4. 1 vs 2 instances under 2 concurrent clients (two threads here), 1 llama.cpp thread per
+2. in-process vs through the API, side by side, ``--threads`` T llama.cpp threads:
+   - in-process: a fresh interpreter (the parent never imports llama_cpp) builds
+     ``llama_cpp.Llama(model_path, n_ctx=2048, n_threads=T, n_threads_batch=T, verbose=False)``
+     and streams ``create_completion(prompt, max_tokens, temperature, top_p, seed, stream=True)``;
+   - through the API: the real service (``lmhost serve --workers 1`` on a free 127.0.0.1 port,
+     ``LMHOST_INSTANCE_THREADS=T``), one instance loaded with ``POST /api/v1/models/load``
+     (identifier ``a``), and the same request as ``POST /v1/completions`` with
+     ``"stream": true`` over `http.client` (a fresh loopback connection per request, SSE lines
+     read as they arrive);
+   - for where the time goes, the same completion straight on the instance's Unix socket, as
+     lmhost's HTTP worker sends it (no HTTP, gunicorn or SSE);
+   all alive all along, one untimed warm-up each, then ``--runs`` runs each, interleaved:
+   in-process, HTTP, in-process (untimed spacer), socket, in-process, ... The machine's speed
+   drifts by 10% and more over a minute on a small VM, and a completion's first token comes
+   later (6 -> 15 ms here) when the run before it was in another process: interleaving gives
+   every side the same of both. Also: the CPU time the HTTP path costs per token outside the
+   instance (gunicorn, this client), and whether all generate the same text (same seed and
+   threads);
+3. 1 vs 2 instances under 2 concurrent clients (two threads here), 1 llama.cpp thread per
    instance (``LMHOST_INSTANCE_THREADS=1``): one instance (``a``; the two requests queue), then
    a second one (``b``), requests naming the model key (``bench-150m``) so that the server
    routes them (least busy first). Aggregate tokens/s = tokens of both / wall time from the
    first request sent to the last stream ended. One untimed warm-up round each, then ``--runs``
    rounds. For reference, the same without lmhost: two in-process interpreters with 1 thread
    each, one doing both completions in turn vs both at once: what the machine itself allows;
-5. prints a summary table with the targets (information only: the exit status is non-zero only
+4. prints a summary table with the targets (information only: the exit status is non-zero only
    when a request fails, a completion is not what the tamed model must produce, a server does
    not come up, or a process is left behind).
 
@@ -32,17 +41,16 @@ Metrics of one streamed completion (the same definitions on both sides):
                 is opened) to the first chunk carrying text;
   decode tok/s  (tokens - 1) / (last text chunk - first text chunk);
   overall tok/s tokens / (end of the stream - the call) (HTTP: end = the ``data: [DONE]`` line).
-Figures are p50 over ``--runs`` (nearest rank). With the same seed and threads, the generated
-text through the API should be the in-process text: the run says whether it is.
+Figures are p50 over ``--runs`` (nearest rank).
 
 Other work on the machine skews every figure (llama.cpp's threads wait for each other at every
 step, so one descheduled thread stalls them all). Before each measurement the run waits
 (bounded, ``--quiet-wait``) until the CPUs are quiet, and every timed run is checked for CPU
 time used by processes other than this benchmark's own (this process, its children, the
-server's processes); a run where others used more than 10% of a core is done again (up to
-``--retries`` times per measurement), and said to be disturbed if it still was. Mind the cores:
-[4] needs one per instance, and with ``--threads`` equal to the cores, [3]'s HTTP worker and
-client compete with llama.cpp's threads, which [2] has to itself.
+server's processes); a run where others used more than 0.1 core is done again (up to
+``--retries`` times per measurement), and marked DISTURBED if it still was. Mind the cores:
+[3] needs one per instance, and with ``--threads`` equal to the cores, [2]'s HTTP worker and
+client compete with llama.cpp's threads for them, which the in-process runs do not.
 
     .venv/bin/python bench/throughput.py [--tokens 256] [--runs 3] [--threads 2]
                                          [--prompt "Once upon a time"] [--quiet-wait 60]
@@ -78,7 +86,9 @@ for _p in (str(REPO), str(BENCH)):  # run from a checkout without the editable i
 import list_models  # noqa: E402
 from list_models import log, percentile  # noqa: E402
 from load_overhead import processes_with, spare_ready  # noqa: E402
+from workers.protocol import Channel, ProtocolError  # noqa: E402
 from workers.synthetic import write_bench_model  # noqa: E402
+from workers.table import InstanceTable  # noqa: E402
 
 HOST = list_models.HOST
 MODEL_KEY = "bench-150m"
@@ -200,22 +210,30 @@ class CpuWatch:
         return max(0.0, ((busy1 - busy0) - (own1 - own0)) / CLK_TCK / elapsed)
 
 
-def measured(watch: CpuWatch, action: Callable[[], dict], args, what: str) -> list[dict]:
-    """``--runs`` results of `action`, each tagged with ``foreign`` (cores used by others while
-    it ran); a disturbed run is done again, up to ``--retries`` times in all."""
-    results, retries = [], 0
-    while len(results) < args.runs:
-        mark = watch.start()
-        result = action()
-        result["foreign"] = watch.foreign(mark)
-        if result["foreign"] > FOREIGN_LIMIT and retries < args.retries:
-            retries += 1
-            log(f"    (a run of {what} was disturbed: other processes used "
-                f"{result['foreign']:.2f} cores; doing it again, retry {retries}/{args.retries})")
-            wait_quiet(args.quiet_wait, "the retry")
-            continue
-        results.append(result)
-    return results
+class Measure:
+    """Timed runs checked for disturbance: each result is tagged with ``foreign`` (cores' worth
+    of CPU that other processes used while it ran); a disturbed run is done again, up to
+    ``--retries`` times per measurement (all its runs together)."""
+
+    def __init__(self, watch: CpuWatch, args, what: str):
+        self.watch, self.args, self.what = watch, args, what
+        self.retries = 0
+
+    def one(self, action: Callable[[], dict]) -> dict:
+        while True:
+            mark = self.watch.start()
+            result = action()
+            result["foreign"] = self.watch.foreign(mark)
+            if result["foreign"] <= FOREIGN_LIMIT or self.retries >= self.args.retries:
+                return result
+            self.retries += 1
+            log(f"    (a run of {self.what} was disturbed: other processes used "
+                f"{result['foreign']:.2f} cores; doing it again, retry {self.retries}/"
+                f"{self.args.retries})")
+            wait_quiet(self.args.quiet_wait, "the retry")
+
+    def runs(self, action: Callable[[], dict]) -> list[dict]:
+        return [self.one(action) for _ in range(self.args.runs)]
 
 
 def disturbed_note(result: dict) -> str:
@@ -370,17 +388,6 @@ class InProc:
             self.proc.wait()
 
 
-def in_process(model: Path, args, work: Path, watch: CpuWatch) -> dict:
-    proc = InProc(model, args.threads, args, work, "inproc")
-    try:
-        warmup = proc.completion("in-process warm-up")
-        wait_quiet(args.quiet_wait, "the in-process runs")
-        runs = measured(watch, lambda: proc.completion("in-process run"), args, "in-process")
-    finally:
-        proc.close()
-    return {**proc.info, "warmup": warmup, "runs": runs}
-
-
 def in_process_scaling(model: Path, args, work: Path, watch: CpuWatch) -> dict:
     """Two interpreters, 1 thread each: one does both completions in turn, then both at once."""
     a = InProc(model, 1, args, work, "inproc-1t-a")
@@ -398,8 +405,8 @@ def in_process_scaling(model: Path, args, work: Path, watch: CpuWatch) -> dict:
                                   b.result("in-process 1 thread, process B")])
             both_at_once()  # warm-up of both
             wait_quiet(args.quiet_wait, "the in-process reference")
-            one = measured(watch, one_after_other, args, "in-process, one process")
-            two = measured(watch, both_at_once, args, "in-process, two processes")
+            one = Measure(watch, args, "in-process, one process").runs(one_after_other)
+            two = Measure(watch, args, "in-process, two processes").runs(both_at_once)
         finally:
             b.close()
     finally:
@@ -482,6 +489,39 @@ def stream_completion(port: int, model: str, args, what: str) -> dict:
     return result
 
 
+def socket_completion(socket_path: str, args, what: str) -> dict:
+    """The same completion straight on the instance's Unix socket, as lmhost's HTTP worker
+    sends it (`workers.inference`): no HTTP, no gunicorn, no SSE."""
+    request = {"op": "run", "kind": "completion", "stream": True, "if_idle": False,
+               "params": {"prompt": args.prompt, "max_tokens": args.tokens,
+                          "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
+                          "echo": False}}
+    stamps, text, finish = [], [], None
+    start = time.perf_counter()
+    try:
+        channel = Channel.connect(socket_path, REQUEST_TIMEOUT_S)
+        try:
+            channel.send(request)
+            while True:
+                message = channel.recv()
+                now = time.perf_counter()
+                if "error" in message:
+                    raise BenchError(f"{what}: {message['error']}")
+                if message.get("done"):
+                    break
+                choice = message["chunk"]["choices"][0]
+                if choice.get("text"):
+                    stamps.append(now)
+                    text.append(choice["text"])
+                finish = choice.get("finish_reason") or finish
+            end = time.perf_counter()
+        finally:
+            channel.close()
+    except (OSError, ProtocolError, KeyError, TypeError) as exc:
+        raise BenchError(f"{what}: {type(exc).__name__}: {exc}") from None
+    return metrics(start, stamps, end, "".join(text), finish, args.tokens, what)
+
+
 class Server(list_models.Server):
     """The listing benchmark's server, plus load/unload and a look at its instance processes."""
 
@@ -499,6 +539,12 @@ class Server(list_models.Server):
                 pids.add(pid)
                 stack.extend(p for p, (ppid, _, _) in table.items() if ppid == pid)
         return sum(table[pid][1] for pid in pids) / CLK_TCK
+
+    def socket_of(self, identifier: str) -> str:
+        for row in InstanceTable(self.state_dir).read():
+            if row.get("id") == identifier and row.get("socket"):
+                return row["socket"]
+        raise BenchError(f"instance {identifier!r} is not in the instance table")
 
     def load(self, identifier: str) -> float:
         started = time.perf_counter()
@@ -565,10 +611,14 @@ def concurrent_round(port: int, model: str, clients: int, args, what: str) -> di
     return aggregate(results)
 
 
-def http_single(models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
+def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
+    """In-process and HTTP runs interleaved (in-process, HTTP, in-process, ...) with both
+    alive all along, so that drift of the machine's speed and the state each run finds the
+    CPUs in (the run before it was in the other process) are the same for both."""
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-single.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
+    inproc = None
     try:
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
@@ -576,21 +626,40 @@ def http_single(models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
         took = server.load("a")
         log(f"    POST /api/v1/models/load (identifier 'a'): {took:.2f} s")
         settle(server, 1)
-        warmup = stream_completion(server.port, "a", args, "HTTP warm-up")
-        wait_quiet(args.quiet_wait, "the HTTP runs")
-        def one() -> dict:
+        inproc = InProc(model, args.threads, args, work, "inproc")
+        log(f"    in-process interpreter: llama_cpp {inproc.info['version']}, Llama() in "
+            f"{inproc.info['load_s']:.2f} s")
+        socket_path = server.socket_of("a")
+        warmups = (inproc.completion("in-process warm-up"),
+                   stream_completion(server.port, "a", args, "HTTP warm-up"))
+        log(f"    warm-up TTFT: in-process {ms(warmups[0]['ttft'])}, HTTP {ms(warmups[1]['ttft'])}")
+        wait_quiet(args.quiet_wait, "the runs")
+
+        def http_run() -> dict:
             before = server.http_cpu()
             result = stream_completion(server.port, "a", args, "HTTP run")
             result["worker_cpu"] = server.http_cpu() - before
             return result
-        runs = measured(watch, one, args, "HTTP")
+        in_measure, http_measure = Measure(watch, args, "in-process"), Measure(watch, args, "HTTP")
+        sock_measure = Measure(watch, args, "instance socket")
+        in_runs, sock_runs, http_runs = [], [], []
+        for _ in range(args.runs):
+            # Every timed run follows a run in the other process (see the docstring): the
+            # in-process run between the HTTP and the socket run is a spacer, not timed.
+            in_runs.append(in_measure.one(lambda: inproc.completion("in-process run")))
+            http_runs.append(http_measure.one(http_run))
+            inproc.completion("in-process spacer")
+            sock_runs.append(sock_measure.one(
+                lambda: socket_completion(socket_path, args, "instance socket run")))
         server.unload("a")
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
+        if inproc is not None:
+            inproc.close()
         how = server.stop()
         log(f"    server {how}")
-    return {"warmup": warmup, "runs": runs}
+    return {"in_runs": in_runs, "sock_runs": sock_runs, "http_runs": http_runs}
 
 
 def http_scaling(models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
@@ -609,9 +678,8 @@ def http_scaling(models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
             settle(server, 1 if identifier == "a" else 2)
             concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: warm-up round")
             wait_quiet(args.quiet_wait, "these rounds")
-            rounds = measured(
-                watch, lambda: concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: round"),
-                args, f"{label} instance(s)")
+            rounds = Measure(watch, args, f"{label} instance(s)").runs(
+                lambda: concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: round"))
             out[f"{label}_tps"] = report_rounds(rounds, "client")
         for identifier in ("a", "b"):
             server.unload(identifier)
@@ -633,8 +701,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="timed completions (rounds, with 2 clients) per measurement "
                              "(default 3)")
     parser.add_argument("--threads", type=int, default=2,
-                        help="llama.cpp threads in-process and per instance for [2]/[3] "
-                             "(default 2; [4] uses 1 per instance)")
+                        help="llama.cpp threads in-process and of the instance in [2] "
+                             "(default 2; [3] uses 1 per instance)")
     parser.add_argument("--prompt", default="Once upon a time",
                         help='the prompt (default "Once upon a time")')
     parser.add_argument("--quiet-wait", type=float, default=60.0, dest="quiet_wait",
@@ -677,34 +745,35 @@ def run(args, work: Path) -> int:
     log(f"\n[1] bench model written in {took:.2f} s: {model.path.relative_to(work)} "
         f"({params_m:.0f}M params, {model.file_type}, {model.path.stat().st_size / 1e6:.0f} MB)")
 
-    log(f"\n[2] in-process llama-cpp-python (fresh interpreter, {args.threads} threads), "
-        f"create_completion(stream=True): 1 warm-up + {args.runs} runs")
-    inproc = in_process(model.path, args, work, watch)
-    log(f"    llama_cpp {inproc['version']}; Llama() in {inproc['load_s']:.2f} s; warm-up TTFT "
-        f"{ms(inproc['warmup']['ttft'])}")
-    report_runs(inproc["runs"])
-
-    log(f"\n[3] through lmhost: POST /v1/completions, stream=true, http.client on loopback "
-        f"(fresh connection per request): 1 warm-up + {args.runs} runs")
-    single = http_single(models_dir, args, work, watch)
-    log(f"    warm-up TTFT {ms(single['warmup']['ttft'])}")
-    report_runs(single["runs"])
-    tokens = sum(r["tokens"] for r in single["runs"])
-    worker_us = sum(r["worker_cpu"] for r in single["runs"]) / tokens * 1e6
-    client_us = sum(r["client_cpu"] for r in single["runs"]) / tokens * 1e6
+    log(f"\n[2] in-process llama-cpp-python vs lmhost's POST /v1/completions, {args.threads} "
+        f"threads, stream=true, interleaved (in-process, HTTP, in-process spacer, instance "
+        f"socket, ...): 1 warm-up + {args.runs} runs each")
+    both = side_by_side(model.path, models_dir, args, work, watch)
+    log("    in-process (fresh interpreter; Llama.create_completion(stream=True)):")
+    report_runs(both["in_runs"])
+    log("    straight on the instance's Unix socket, as lmhost's HTTP worker does (no HTTP):")
+    report_runs(both["sock_runs"])
+    log("    through lmhost (http.client on loopback, a fresh connection per request, SSE lines "
+        "read as they arrive):")
+    report_runs(both["http_runs"])
+    tokens = sum(r["tokens"] for r in both["http_runs"])
+    worker_us = sum(r["worker_cpu"] for r in both["http_runs"]) / tokens * 1e6
+    client_us = sum(r["client_cpu"] for r in both["http_runs"]) / tokens * 1e6
     log(f"    CPU per token outside the instance: gunicorn {worker_us:.0f} us, this client "
-        f"{client_us:.0f} us (jiffies of {1000 / CLK_TCK:.0f} ms and process_time over "
-        f"{len(single['runs'])} runs)")
-    ip, hp = summary(inproc["runs"]), summary(single["runs"])
-    same_text = ip["texts"] == hp["texts"] and len(ip["texts"]) == 1
-    log(f"    generated text identical to in-process (same seed and threads): "
-        f"{'yes' if same_text else 'NO'} ({len(ip['texts'] | hp['texts'])} distinct text(s))")
+        f"{client_us:.0f} us (jiffies of {1000 / CLK_TCK:.0f} ms and process_time, over "
+        f"{len(both['http_runs'])} runs)")
+    ip, hp = summary(both["in_runs"]), summary(both["http_runs"])
+    sp = summary(both["sock_runs"])
+    texts = ip["texts"] | sp["texts"] | hp["texts"]
+    log(f"    the same text generated everywhere (same seed and threads): "
+        f"{'yes' if len(texts) == 1 else 'NO'} ({len(texts)} distinct text(s) in "
+        f"{3 * args.runs} runs)")
 
-    log(f"\n[4] 1 vs 2 instances, 2 concurrent clients (threads), 1 llama.cpp thread per "
+    log(f"\n[3] 1 vs 2 instances, 2 concurrent clients (threads), 1 llama.cpp thread per "
         f"instance, requests name the model key {MODEL_KEY!r}: 1 warm-up round + {args.runs} "
         "rounds each")
     scaling = http_scaling(models_dir, args, work, watch)
-    log(f"\n[4r] reference without lmhost: in-process interpreters with 1 thread each: 1 warm-up "
+    log(f"\n[3r] reference without lmhost: in-process interpreters with 1 thread each: 1 warm-up "
         f"round + {args.runs} rounds each")
     reference = in_process_scaling(model.path, args, work, watch)
 
@@ -718,25 +787,28 @@ def run(args, work: Path) -> int:
     w = 50
     log(f"\nthroughput on the bench model ({params_m:.0f}M params, {model.file_type}), "
         f"{args.tokens} tokens, p50 of {args.runs}, {cpus} CPUs")
-    rows = [("", "in-process", "lmhost HTTP", "HTTP/in-proc"),
+    def pair(a: float, b: float) -> str:
+        return f"{a * 1000:.2f} / {b * 1000:.2f}"
+    rows = [("", "in-process", "instance socket", "lmhost HTTP", "HTTP/in-proc"),
             (f"decode tok/s ({args.threads} threads)", f"{ip['decode_tps']:.1f}",
-             f"{hp['decode_tps']:.1f}", f"{decode_ratio:.3f}"),
+             f"{sp['decode_tps']:.1f}", f"{hp['decode_tps']:.1f}", f"{decode_ratio:.3f}"),
             ("overall tok/s (tokens / total time)", f"{ip['overall_tps']:.1f}",
-             f"{hp['overall_tps']:.1f}", f"{overall_ratio:.3f}"),
-            ("time to first token", ms(ip["ttft"]), ms(hp["ttft"]), f"{ttft_extra * 1000:+.1f} ms"),
-            ("  min", ms(ip["ttft_min"]), ms(hp["ttft_min"]),
+             f"{sp['overall_tps']:.1f}", f"{hp['overall_tps']:.1f}", f"{overall_ratio:.3f}"),
+            ("time to first token", ms(ip["ttft"]), ms(sp["ttft"]), ms(hp["ttft"]),
+             f"{ttft_extra * 1000:+.1f} ms"),
+            ("  min", ms(ip["ttft_min"]), ms(sp["ttft_min"]), ms(hp["ttft_min"]),
              f"{(hp['ttft_min'] - ip['ttft_min']) * 1000:+.1f} ms"),
-            ("gap between tokens, p50 / p99 (ms)",
-             f"{ip['gap_p50'] * 1000:.2f} / {ip['gap_p99'] * 1000:.2f}",
-             f"{hp['gap_p50'] * 1000:.2f} / {hp['gap_p99'] * 1000:.2f}", ""),
-            ("", "", "", ""),
-            ("2 completions at once, 1 thread each (tok/s)", "in-process", "lmhost HTTP", ""),
-            ("  one llama.cpp (the two take turns)", f"{reference['one_tps']:.1f}",
+            ("gap between tokens, p50 / p99 (ms)", pair(ip["gap_p50"], ip["gap_p99"]),
+             pair(sp["gap_p50"], sp["gap_p99"]), pair(hp["gap_p50"], hp["gap_p99"]), ""),
+            ("", "", "", "", ""),
+            ("2 completions at once, 1 thread each (tok/s)", "in-process", "", "lmhost HTTP",
+             ""),
+            ("  one llama.cpp (the two take turns)", f"{reference['one_tps']:.1f}", "",
              f"{scaling['one_tps']:.1f}", ""),
-            ("  two llama.cpp (procs / instances)", f"{reference['two_tps']:.1f}",
+            ("  two llama.cpp (processes / instances)", f"{reference['two_tps']:.1f}", "",
              f"{scaling['two_tps']:.1f}", ""),
-            ("  two / one", f"{ref_scale:.2f}x", f"{scale:.2f}x", "")]
-    log("\n".join(f"{a:<{w}}{b:>18}{c:>18}{d:>14}" for a, b, c, d in rows))
+            ("  two / one", f"{ref_scale:.2f}x", "", f"{scale:.2f}x", "")]
+    log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in rows))
     targets = [
         (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x in-process", f"{decode_ratio:.3f}",
          decode_ratio >= TPS_RATIO_TARGET),
@@ -746,7 +818,7 @@ def run(args, work: Path) -> int:
          scale >= SCALING_TARGET),
     ]
     log("\ntargets (information only)")
-    log("\n".join(f"  {a:<{w - 2}}{b:>18}{verdict(ok):>18}" for a, b, ok in targets))
+    log("\n".join(f"  {a:<{w - 2}}{b:>14}{verdict(ok):>17}" for a, b, ok in targets))
     if scale < SCALING_TARGET and ref_scale < SCALING_TARGET:
         log(f"  (two llama.cpp processes without lmhost reach {ref_scale:.2f}x on this machine: "
             f"the 2-instance target is out of its reach)")

@@ -268,7 +268,9 @@ class Supervisor:
             handle, process = self._take_spare()
         except OSError as exc:
             with self.lock:
-                self._transition(rec, State.GONE, error=ModelLoadFailed(f"cannot start an instance process: {exc}"))
+                if rec.state is State.LOADING:
+                    self._transition(rec, State.GONE, error=ModelLoadFailed(
+                        f"cannot start an instance process: {exc}"))
             return
         spec = {
             "instance_id": rec.id, "handle": handle, "model_key": rec.model_key,
@@ -278,7 +280,7 @@ class Supervisor:
             "jit": rec.jit,
         }
         with self.lock:
-            if rec.state is not State.LOADING or rec.id not in self.instances:
+            if rec.state is not State.LOADING or self.instances.get(rec.id) is not rec:
                 cancelled = True  # unloaded before its process existed
             else:
                 cancelled = False
