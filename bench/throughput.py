@@ -26,12 +26,13 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
    instance (gunicorn, this client), and whether all generate the same text (same seed and
    threads);
 3. 1 vs 2 instances under 2 concurrent clients (two threads here), 1 llama.cpp thread per
-   instance (``LMHOST_INSTANCE_THREADS=1``): one instance (``a``; the two requests queue), then
-   a second one (``b``), requests naming the model key (``bench-150m``) so that the server
-   routes them (least busy first). Aggregate tokens/s = tokens of both / wall time from the
-   first request sent to the last stream ended. One untimed warm-up round each, then ``--runs``
-   rounds. For reference, the same without lmhost: two in-process interpreters with 1 thread
-   each, one doing both completions in turn vs both at once: what the machine itself allows;
+   instance (``LMHOST_INSTANCE_THREADS=1``): two instances loaded (``a`` and ``b``); "one
+   instance" rounds send both requests to ``a`` (they queue), "two instances" rounds name the
+   model key (``bench-150m``), which the server routes (least busy first). Aggregate tokens/s =
+   tokens of both / wall time from the first request sent to the last stream ended. For
+   reference, the same without lmhost: two in-process interpreters with 1 thread each, one
+   doing both completions in turn vs both at once: what the machine itself allows. One
+   warm-up round each, then ``--runs`` rounds each, the four kinds interleaved;
 4. prints a summary table with the targets (information only: the exit status is non-zero only
    when a request fails, a completion is not what the tamed model must produce, a server does
    not come up, or a process is left behind).
@@ -122,6 +123,10 @@ def p50(values: list[float]) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+def threads(n: int) -> str:
+    return f"{n} thread{'' if n == 1 else 's'}"
 
 
 def tps(value: float) -> str:
@@ -241,7 +246,7 @@ def disturbed_note(result: dict) -> str:
     return f"  DISTURBED: others used {f:.2f} cores" if f > FOREIGN_LIMIT else ""
 
 
-# -- metrics ----------------------------------------------------------------------------------------
+# -- metrics ------------------------------------------------------------------------------------
 
 def metrics(start: float, stamps: list[float], end: float, text: str, finish: str | None,
             tokens_wanted: int, what: str) -> dict:
@@ -335,10 +340,10 @@ for line in sys.stdin:
 class InProc:
     """One in-process interpreter with its own `llama_cpp.Llama`."""
 
-    def __init__(self, model: Path, threads: int, args, work: Path, name: str):
+    def __init__(self, model: Path, n_threads: int, args, work: Path, name: str):
         self.args, self.name = args, name
         self.stderr_path = work / f"{name}.stderr"
-        spec = {"path": str(model), "n_ctx": N_CTX, "threads": threads, "prompt": args.prompt,
+        spec = {"path": str(model), "n_ctx": N_CTX, "threads": n_threads, "prompt": args.prompt,
                 "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED}
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen([sys.executable, "-c", INPROC_SCRIPT, json.dumps(spec)],
@@ -358,7 +363,8 @@ class InProc:
         except ValueError:
             tail = "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-20:])
             raise BenchError(f"{what}: no answer from the in-process interpreter "
-                             f"({'timed out' if not ready else repr(line[:300])}):\n{tail}") from None
+                             f"({'timed out' if not ready else repr(line[:300])}):\n{tail}"
+                             ) from None
 
     def go(self) -> None:
         try:
@@ -388,39 +394,10 @@ class InProc:
             self.proc.wait()
 
 
-def in_process_scaling(model: Path, args, work: Path, watch: CpuWatch) -> dict:
-    """Two interpreters, 1 thread each: one does both completions in turn, then both at once."""
-    a = InProc(model, 1, args, work, "inproc-1t-a")
-    try:
-        b = InProc(model, 1, args, work, "inproc-1t-b")
-        try:
-            def one_after_other() -> dict:
-                return aggregate([a.completion("in-process 1 thread, first"),
-                                  a.completion("in-process 1 thread, second")])
-
-            def both_at_once() -> dict:
-                a.go()
-                b.go()
-                return aggregate([a.result("in-process 1 thread, process A"),
-                                  b.result("in-process 1 thread, process B")])
-            both_at_once()  # warm-up of both
-            wait_quiet(args.quiet_wait, "the in-process reference")
-            one = Measure(watch, args, "in-process, one process").runs(one_after_other)
-            two = Measure(watch, args, "in-process, two processes").runs(both_at_once)
-        finally:
-            b.close()
-    finally:
-        a.close()
-    log("    one process, 1 thread, two completions in turn:")
-    one_tps = report_rounds(one, "completion")
-    log("    two processes, 1 thread each, one completion each at the same time:")
-    two_tps = report_rounds(two, "process")
-    return {"one_tps": one_tps, "two_tps": two_tps}
-
-
 # -- through the API ------------------------------------------------------------------------------
 
-def post_json(port: int, path: str, payload: dict, timeout: float) -> tuple[int, dict | None, bytes]:
+def post_json(port: int, path: str, payload: dict,
+              timeout: float) -> tuple[int, dict | None, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request("POST", path, body=json.dumps(payload).encode(),
@@ -541,7 +518,11 @@ class Server(list_models.Server):
         return sum(table[pid][1] for pid in pids) / CLK_TCK
 
     def socket_of(self, identifier: str) -> str:
-        for row in InstanceTable(self.state_dir).read():
+        try:
+            rows = InstanceTable(self.state_dir).read()
+        except ValueError as exc:  # TableUnreadable
+            raise BenchError(f"the instance table: {exc}") from None
+        for row in rows:
             if row.get("id") == identifier and row.get("socket"):
                 return row["socket"]
         raise BenchError(f"instance {identifier!r} is not in the instance table")
@@ -598,23 +579,23 @@ def concurrent_round(port: int, model: str, clients: int, args, what: str) -> di
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
+    pool = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join(REQUEST_TIMEOUT_S + 30)
     if errors:
         raise errors[0] if isinstance(errors[0], BenchError) else BenchError(
             f"{what}: {type(errors[0]).__name__}: {errors[0]}")
-    if any(r is None for r in results) or any(t.is_alive() for t in threads):
+    if any(r is None for r in results) or any(t.is_alive() for t in pool):
         raise BenchError(f"{what}: a client did not finish")
     return aggregate(results)
 
 
 def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
-    """In-process and HTTP runs interleaved (in-process, HTTP, in-process, ...) with both
-    alive all along, so that drift of the machine's speed and the state each run finds the
-    CPUs in (the run before it was in the other process) are the same for both."""
+    """In-process, HTTP and instance-socket runs interleaved, all alive all along, so that the
+    drift of the machine's speed and the state each run finds the CPUs in (the run before it
+    was in another process) are the same for all."""
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-single.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
@@ -662,36 +643,76 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
     return {"in_runs": in_runs, "sock_runs": sock_runs, "http_runs": http_runs}
 
 
-def http_scaling(models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
+def scaling(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
+    """2 concurrent completions, 1 llama.cpp thread each: through lmhost with two instances
+    loaded ("a" and "b"), both requests naming "a" (one instance: they queue) or the model key
+    (routed to both); and, for reference, two in-process interpreters (one does both
+    completions in turn, or each does one at once). The four kinds of round are interleaved."""
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-scaling.log",
                     {"LMHOST_INSTANCE_THREADS": "1"})
-    out = {}
+    procs: list[InProc] = []
     try:
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, LMHOST_INSTANCE_THREADS=1: "
             f"healthy after {up:.2f} s")
-        for identifier, label in (("a", "one"), ("b", "two")):
+        for identifier in ("a", "b"):
             took = server.load(identifier)
-            log(f"    [{label} instance{'s' if label == 'two' else ''}] POST /api/v1/models/load "
-                f"(identifier {identifier!r}): {took:.2f} s")
-            settle(server, 1 if identifier == "a" else 2)
-            concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: warm-up round")
-            wait_quiet(args.quiet_wait, "these rounds")
-            rounds = Measure(watch, args, f"{label} instance(s)").runs(
-                lambda: concurrent_round(server.port, MODEL_KEY, 2, args, f"{label}: round"))
-            out[f"{label}_tps"] = report_rounds(rounds, "client")
+            log(f"    POST /api/v1/models/load (identifier {identifier!r}): {took:.2f} s")
+        settle(server, 2)
+        for name in ("inproc-1t-a", "inproc-1t-b"):
+            procs.append(InProc(model, 1, args, work, name))
+        a, b = procs
+
+        def lmhost_one() -> dict:
+            return concurrent_round(server.port, "a", 2, args, "lmhost, one instance")
+
+        def lmhost_two() -> dict:
+            return concurrent_round(server.port, MODEL_KEY, 2, args, "lmhost, two instances")
+
+        def inproc_one() -> dict:
+            return aggregate([a.completion("in-process 1 thread, first"),
+                              a.completion("in-process 1 thread, second")])
+
+        def inproc_two() -> dict:
+            a.go()
+            b.go()
+            return aggregate([a.result("in-process 1 thread, process A"),
+                              b.result("in-process 1 thread, process B")])
+        kinds = {"lmhost_one": lmhost_one, "inproc_one": inproc_one, "lmhost_two": lmhost_two,
+                 "inproc_two": inproc_two}
+        for action in kinds.values():
+            action()  # warm-up: every instance and interpreter
+        wait_quiet(args.quiet_wait, "the rounds")
+        measures = {kind: Measure(watch, args, kind.replace("_", ", ")) for kind in kinds}
+        rounds: dict[str, list[dict]] = {kind: [] for kind in kinds}
+        for _ in range(args.runs):
+            for kind, action in kinds.items():
+                rounds[kind].append(measures[kind].one(action))
         for identifier in ("a", "b"):
             server.unload(identifier)
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
+        for proc in procs:
+            proc.close()
         how = server.stop()
         log(f"    server {how}")
+    out = {}
+    for kind, title, who in (
+            ("lmhost_one", "lmhost, one instance: both requests name 'a' (they queue)", "client"),
+            ("lmhost_two", f"lmhost, two instances: both requests name {MODEL_KEY!r} (routed)",
+             "client"),
+            ("inproc_one", "in-process, one interpreter: the two completions in turn",
+             "completion"),
+            ("inproc_two", "in-process, two interpreters: one completion each, at once",
+             "process")):
+        log(f"    {title}:")
+        out[kind] = report_rounds(rounds[kind], who)
     return out
 
 
-# -- main -------------------------------------------------------------------------------------------
+# -- main ---------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -707,7 +728,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='the prompt (default "Once upon a time")')
     parser.add_argument("--quiet-wait", type=float, default=60.0, dest="quiet_wait",
                         help="seconds to wait, before each measurement, for other processes "
-                             f"to leave the CPUs (under {QUIET_BUSY * 100:.0f}%% busy) (default 60)")
+                             f"to leave the CPUs (under {QUIET_BUSY * 100:.0f}%% busy) "
+                             "(default 60)")
     parser.add_argument("--retries", type=int, default=6,
                         help="runs done again, per measurement, when other processes used "
                              f"over {FOREIGN_LIMIT:.2f} cores during them (default 6)")
@@ -730,7 +752,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run(args, work: Path) -> int:
     cpus = len(os.sched_getaffinity(0))
     log(f"lmhost throughput benchmark: {args.tokens} tokens per completion, {args.runs} runs, "
-        f"{args.threads} llama.cpp threads, work dir {work}")
+        f"{threads(args.threads)} for llama.cpp, work dir {work}")
     log(f"python {sys.version.split()[0]}, {cpus} CPU(s) available; prompt {args.prompt!r}, "
         f"temperature {TEMPERATURE}, top_p {TOP_P}, seed {SEED}, n_ctx {N_CTX}")
     if cpus < 2:
@@ -745,9 +767,9 @@ def run(args, work: Path) -> int:
     log(f"\n[1] bench model written in {took:.2f} s: {model.path.relative_to(work)} "
         f"({params_m:.0f}M params, {model.file_type}, {model.path.stat().st_size / 1e6:.0f} MB)")
 
-    log(f"\n[2] in-process llama-cpp-python vs lmhost's POST /v1/completions, {args.threads} "
-        f"threads, stream=true, interleaved (in-process, HTTP, in-process spacer, instance "
-        f"socket, ...): 1 warm-up + {args.runs} runs each")
+    log(f"\n[2] in-process llama-cpp-python vs lmhost's POST /v1/completions, "
+        f"{threads(args.threads)}, stream=true, interleaved (in-process, HTTP, in-process "
+        f"spacer, instance socket, ...): 1 warm-up + {args.runs} runs each")
     both = side_by_side(model.path, models_dir, args, work, watch)
     log("    in-process (fresh interpreter; Llama.create_completion(stream=True)):")
     report_runs(both["in_runs"])
@@ -770,19 +792,17 @@ def run(args, work: Path) -> int:
         f"{3 * args.runs} runs)")
 
     log(f"\n[3] 1 vs 2 instances, 2 concurrent clients (threads), 1 llama.cpp thread per "
-        f"instance, requests name the model key {MODEL_KEY!r}: 1 warm-up round + {args.runs} "
-        "rounds each")
-    scaling = http_scaling(models_dir, args, work, watch)
-    log(f"\n[3r] reference without lmhost: in-process interpreters with 1 thread each: 1 warm-up "
-        f"round + {args.runs} rounds each")
-    reference = in_process_scaling(model.path, args, work, watch)
+        f"instance; for reference the same with in-process interpreters; interleaved (lmhost "
+        f"one, in-process one, lmhost two, in-process two, ...): 1 warm-up + {args.runs} rounds "
+        "each")
+    sc = scaling(model.path, models_dir, args, work, watch)
 
     # -- summary ----------------------------------------------------------------------------------
     decode_ratio = hp["decode_tps"] / ip["decode_tps"]
     overall_ratio = hp["overall_tps"] / ip["overall_tps"]
     ttft_extra = hp["ttft"] - ip["ttft"]
-    scale = scaling["two_tps"] / scaling["one_tps"]
-    ref_scale = reference["two_tps"] / reference["one_tps"]
+    scale = sc["lmhost_two"] / sc["lmhost_one"]
+    ref_scale = sc["inproc_two"] / sc["inproc_one"]
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     w = 50
     log(f"\nthroughput on the bench model ({params_m:.0f}M params, {model.file_type}), "
@@ -790,7 +810,7 @@ def run(args, work: Path) -> int:
     def pair(a: float, b: float) -> str:
         return f"{a * 1000:.2f} / {b * 1000:.2f}"
     rows = [("", "in-process", "instance socket", "lmhost HTTP", "HTTP/in-proc"),
-            (f"decode tok/s ({args.threads} threads)", f"{ip['decode_tps']:.1f}",
+            (f"decode tok/s ({threads(args.threads)})", f"{ip['decode_tps']:.1f}",
              f"{sp['decode_tps']:.1f}", f"{hp['decode_tps']:.1f}", f"{decode_ratio:.3f}"),
             ("overall tok/s (tokens / total time)", f"{ip['overall_tps']:.1f}",
              f"{sp['overall_tps']:.1f}", f"{hp['overall_tps']:.1f}", f"{overall_ratio:.3f}"),
@@ -803,10 +823,10 @@ def run(args, work: Path) -> int:
             ("", "", "", "", ""),
             ("2 completions at once, 1 thread each (tok/s)", "in-process", "", "lmhost HTTP",
              ""),
-            ("  one llama.cpp (the two take turns)", f"{reference['one_tps']:.1f}", "",
-             f"{scaling['one_tps']:.1f}", ""),
-            ("  two llama.cpp (processes / instances)", f"{reference['two_tps']:.1f}", "",
-             f"{scaling['two_tps']:.1f}", ""),
+            ("  one llama.cpp (the two take turns)", f"{sc['inproc_one']:.1f}", "",
+             f"{sc['lmhost_one']:.1f}", ""),
+            ("  two llama.cpp (interpreters / instances)", f"{sc['inproc_two']:.1f}", "",
+             f"{sc['lmhost_two']:.1f}", ""),
             ("  two / one", f"{ref_scale:.2f}x", "", f"{scale:.2f}x", "")]
     log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in rows))
     targets = [
