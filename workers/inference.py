@@ -11,6 +11,7 @@ least busy one, and a full queue is 429 `overloaded`.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Iterator
@@ -25,6 +26,8 @@ from workers.supervisor import instance_call
 from workers.table import InstanceTable, TableUnreadable
 
 log = logging.getLogger(__name__)
+
+CHUNK_PREFIX = b'{"chunk":'  # how workers.protocol.Channel.send writes a chunk message
 
 KIND_NEEDS = {"chat": "llm", "completion": "llm", "embedding": "embedding"}
 ENDPOINT = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
@@ -63,21 +66,22 @@ class Inference:
                                    and (not pinned or r["variant"] == variant.name)], None)
 
     def run(self, reference: str, kind: str, params: dict, *, stream: bool,
-            ttl: int | None = None) -> Iterator[dict]:
-        """Messages from the instance: ``{"result": ...}``, or ``{"chunk": ...}``... then
-        ``{"done": true}``. Raises `LmhostError` for everything the client should hear."""
+            ttl: int | None = None) -> "Reply":
+        """Route the request to an instance (loading one if needed) and return its reply once
+        the instance has answered first; answers carry `reference` as their ``model``.
+        Raises `LmhostError` for everything the client should hear."""
         target = self.target(reference)
         if target.type != KIND_NEEDS[kind]:
             raise InvalidRequest(
                 f"{reference!r} is an {'embedding model' if target.type == 'embedding' else 'LLM'}"
                 f": {ENDPOINT[kind]} needs {'an embedding model' if kind == 'embedding' else 'an LLM'}",
                 param="model")
-        request = {"op": "run", "kind": kind, "params": params, "stream": stream}
+        request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference}
         for attempt in (1, 2):  # a second try after the chosen instance died under us
             rows = target.rows or self._jit_load(reference, ttl)
             channel, first = self._dispatch(rows, request)
             if channel is not None:
-                return self._messages(channel, first)
+                return Reply(channel, first)
             target = self.target(reference)
             if target.instance_id is not None and not target.rows:
                 break
@@ -97,14 +101,17 @@ class Inference:
         return rows
 
     def _dispatch(self, rows: list[dict], request: dict) -> tuple[Channel | None, dict | None]:
-        statuses = []
-        for row in rows:
-            try:
-                statuses.append((row["id"], instance_call(row["socket"], {"op": "status"}, 2.0)))
-            except (OSError, ProtocolError):
-                continue  # dead or unloading: the supervisor drops its row
         by_id = {r["id"]: r for r in rows}
-        order = policy.pick_least_busy(statuses)
+        if len(rows) == 1:
+            order = [rows[0]["id"]]  # nothing to choose: no status round trip before the token
+        else:
+            statuses = []
+            for row in rows:
+                try:
+                    statuses.append((row["id"], instance_call(row["socket"], {"op": "status"}, 2.0)))
+                except (OSError, ProtocolError):
+                    continue  # dead or unloading: the supervisor drops its row
+            order = policy.pick_least_busy(statuses)
         # With several instances: offer the job to each, least busy first, only if it is idle
         # (the instance decides atomically); when none is, queue it at the least busy one.
         attempts = [(i, True) for i in order] if len(order) > 1 else []
@@ -131,26 +138,58 @@ class Inference:
             return channel, first
         return None, None
 
-    def _messages(self, channel: Channel, first: dict) -> Iterator[dict]:
+
+class Reply:
+    """An instance's answer to one request, read once: `messages()` decoded, or, for a
+    stream, `chunk_bytes()` relaying each chunk's JSON as the instance wrote it (the HTTP
+    worker does not decode and re-encode every token: the hot path). Closing it (or the
+    reader generator) closes the connection, which stops a generation the client left."""
+
+    def __init__(self, channel: Channel, first: dict):
+        self.channel = channel
+        self.first = first
+
+    def _next(self) -> bytes:
         try:
-            message = first
+            return self.channel.recv_line()
+        except (OSError, ProtocolError):
+            raise Unavailable("the instance serving this request stopped") from None
+
+    def messages(self) -> Iterator[dict]:
+        try:
+            message = self.first
             while True:
                 if "error" in message:
                     raise from_wire(message["error"])
                 yield message
                 if "result" in message or message.get("done"):
                     return
-                try:
-                    message = channel.recv()
-                except (OSError, ProtocolError):
-                    raise Unavailable("the instance serving this request stopped") from None
+                message = json.loads(self._next())
         finally:
-            channel.close()  # a client that went away stops its generation here
+            self.channel.close()
+
+    def chunk_bytes(self) -> Iterator[bytes]:
+        try:
+            if "error" in self.first:
+                raise from_wire(self.first["error"])
+            if "chunk" in self.first:
+                yield json.dumps(self.first["chunk"], separators=(",", ":")).encode()
+            while True:
+                line = self._next()
+                if line.startswith(CHUNK_PREFIX):
+                    yield line[len(CHUNK_PREFIX):-2]  # {"chunk":<json>}\n -> <json>
+                    continue
+                message = json.loads(line)
+                if "error" in message:
+                    raise from_wire(message["error"])
+                return  # {"done": true}
+        finally:
+            self.channel.close()
 
 
 def run_all(inference: Inference, reference: str, kind: str, params: dict, **kwargs) -> dict:
     """The result of a non-streaming run."""
-    for message in inference.run(reference, kind, params, stream=False, **kwargs):
+    for message in inference.run(reference, kind, params, stream=False, **kwargs).messages():
         if "result" in message:
             return message["result"]
     raise LmhostError("the instance ended the request without a result")

@@ -299,19 +299,25 @@ def run_job(llm, request: dict, channel: Channel) -> None:
     "params": {...}, "stream": bool}``; the reply is the result line, or one line per chunk
     then ``{"done": true}`` when streaming."""
     kind, params, stream = request.get("kind"), dict(request.get("params") or {}), bool(request.get("stream"))
+    name = request.get("model")  # what the client called the model: answers carry it
     if kind == "embedding":
-        channel.send({"result": llm.create_embedding(**params)})
+        result = llm.create_embedding(**params)
+        result["model"] = name or result.get("model")
+        channel.send({"result": result})
         return
     method_name = {"completion": "create_completion", "chat": "create_chat_completion"}.get(kind)
     if method_name is None:
         raise ValueError(f"unknown kind {kind!r}")
     method = getattr(llm, method_name)
     if not stream:
-        channel.send({"result": method(**params)})
+        result = method(**params)
+        result["model"] = name or result.get("model")
+        channel.send({"result": result})
         return
     chunks = method(stream=True, **params)
     try:
         for chunk in chunks:
+            chunk["model"] = name or chunk.get("model")
             channel.send({"chunk": chunk})  # raises when the client is gone
         channel.send({"done": True})
     finally:

@@ -40,12 +40,17 @@ class Channel:
     def send(self, obj) -> None:
         self.sock.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
 
-    def recv(self):
+    def recv_line(self) -> bytes:
+        """The next line as sent, newline included (for relaying without decoding)."""
         line = self._reader.readline(MAX_LINE + 1)
         if not line:
             raise ProtocolError("connection closed by peer")
         if len(line) > MAX_LINE or not line.endswith(b"\n"):
             raise ProtocolError("line too long or cut short")
+        return line
+
+    def recv(self):
+        line = self.recv_line()
         try:
             return json.loads(line)
         except ValueError as exc:

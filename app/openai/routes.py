@@ -27,27 +27,21 @@ def _sampling(body: dict) -> dict:
     return {k: body[k] for k in SAMPLING if body.get(k) is not None}
 
 
-def _sse(chunks, model: str):
-    """OpenAI's stream: one `data:` line per chunk, then [DONE]; an error mid-stream (the
-    instance died) is sent as a last `data: {"error": ...}` so clients end with an error."""
+def _sse(chunks):
+    """OpenAI's stream: one `data:` line per chunk (JSON bytes), then [DONE]; an error
+    mid-stream (the instance died) is a last `data: {"error": ...}`, so clients end with an
+    error rather than a truncated answer."""
     try:
         for chunk in chunks:
-            chunk["model"] = model
-            yield f"data: {json.dumps(chunk)}\n\n"
-        yield "data: [DONE]\n\n"
+            yield b"data: " + chunk + b"\n\n"
+        yield b"data: [DONE]\n\n"
     except LmhostError as error:
-        yield f"data: {json.dumps({'error': to_wire(error)})}\n\n"
+        yield b"data: " + json.dumps({"error": to_wire(error)}).encode() + b"\n\n"
 
 
-def _stream_response(chunks, model: str) -> Response:
-    return Response(_sse(chunks, model), mimetype="text/event-stream",
+def _stream_response(chunks) -> Response:
+    return Response(_sse(chunks), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _chunks(messages):
-    for message in messages:
-        if "chunk" in message:
-            yield message["chunk"]
 
 
 @blp.route("/models")
@@ -81,33 +75,33 @@ def completions(body):
     if body.get("stream"):
         first = inference.run(model, "completion", {**params, "prompt": prompts[0]},
                               stream=True, ttl=body.get("ttl"))
+        if len(prompts) == 1:
+            return _stream_response(first.chunk_bytes())
 
-        def all_prompts():
+        def all_prompts():  # several prompts: one after the other, choices renumbered
             for index, prompt in enumerate(prompts):
-                messages = first if index == 0 else inference.run(
+                reply = first if index == 0 else inference.run(
                     model, "completion", {**params, "prompt": prompt}, stream=True)
-                for chunk in _chunks(messages):
-                    for choice in chunk.get("choices", []):
+                for message in reply.messages():
+                    for choice in message.get("chunk", {}).get("choices", []):
                         choice["index"] = index
-                    yield chunk
-        return _stream_response(all_prompts(), model)
+                    if "chunk" in message:
+                        yield json.dumps(message["chunk"]).encode()
+        return _stream_response(all_prompts())
     results = [run_all(inference, model, "completion", {**params, "prompt": p}, ttl=body.get("ttl"))
                for p in prompts]
     answer = results[0]
     answer["choices"] = [dict(r["choices"][0], index=i) for i, r in enumerate(results)]
     answer["usage"] = {k: sum(r["usage"][k] for r in results) for k in answer["usage"]}
-    answer["model"] = model
     return jsonify(answer)
 
 
 def _answer(body: dict, kind: str, params: dict):
     inference, model = engine().inference, body["model"]
     if body.get("stream"):
-        messages = inference.run(model, kind, params, stream=True, ttl=body.get("ttl"))
-        return _stream_response(_chunks(messages), model)
-    result = run_all(inference, model, kind, params, ttl=body.get("ttl"))
-    result["model"] = model
-    return jsonify(result)
+        reply = inference.run(model, kind, params, stream=True, ttl=body.get("ttl"))
+        return _stream_response(reply.chunk_bytes())
+    return jsonify(run_all(inference, model, kind, params, ttl=body.get("ttl")))
 
 
 @blp.route("/embeddings", methods=["POST"])
@@ -123,5 +117,4 @@ def embeddings(body):
         for item in result["data"]:
             vector = item["embedding"]
             item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    result["model"] = model
     return jsonify(result)

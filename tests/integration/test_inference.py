@@ -27,9 +27,10 @@ def row(live, ident):
 
 
 def test_concurrent_first_requests_load_the_model_once(live):
-    with ThreadPoolExecutor(10) as pool:
-        responses = list(pool.map(lambda _: complete(live.app.test_client()), range(10)))
-    assert [r.status_code for r in responses] == [200] * 10
+    # 9 at once: one runs and 8 (LMHOST_QUEUE_SIZE) wait, so none may be refused
+    with ThreadPoolExecutor(9) as pool:
+        responses = list(pool.map(lambda _: complete(live.app.test_client()), range(9)))
+    assert [r.status_code for r in responses] == [200] * 9
     assert [(r["id"], r["jit"], r["ttl"]) for r in live.table()] == [("tiny-llama", True, 3600)]
 
 
