@@ -331,9 +331,12 @@ class Supervisor:
         tail = self._log_tail(rec.handle)
         return f"failed to load {Path(rec.path).name}: {failure_reason(tail, fallback or 'the instance process exited')}"
 
+    def _log_path(self, handle: str) -> Path:
+        return self.state_dir / "logs" / f"{handle}.log"
+
     def _log_tail(self, handle: str) -> str:
         try:
-            with open(self.state_dir / "logs" / f"{handle}.log", "rb") as f:
+            with open(self._log_path(handle), "rb") as f:
                 f.seek(0, os.SEEK_END)
                 f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
                 return f.read().decode("utf-8", "replace")
@@ -390,7 +393,7 @@ class Supervisor:
 
     def _spawn_process(self) -> tuple[str, subprocess.Popen]:
         handle = uuid.uuid4().hex[:HANDLE_LENGTH]
-        log_path = self.state_dir / "logs" / f"{handle}.log"
+        log_path = self._log_path(handle)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1", "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
@@ -468,8 +471,11 @@ class Supervisor:
         with self.lock:
             if rec.state is State.GONE:
                 return
-            level = logging.INFO if rec.state is State.UNLOADING else logging.WARNING
-            log.log(level, "instance %r (pid %s) exited with %s", rec.id, rec.pid, status)
+            asked = rec.state is State.UNLOADING
+            log.log(logging.INFO if asked else logging.WARNING,
+                    "instance %r (pid %s) exited with %s", rec.id, rec.pid, status)
+            if asked:  # stopped on request: its log has nothing to explain (failures keep theirs)
+                self._log_path(rec.handle).unlink(missing_ok=True)
             error = rec.error
             if rec.state is State.LOADING and error is None:
                 error = ModelLoadFailed(self._failure_message(rec, f"the instance process exited with {status}"),
@@ -616,12 +622,13 @@ class Supervisor:
             process.stdin.close()  # EOF: a spare exits
         for t in threads:
             t.join()
-        for _, process in spares:
+        for handle, process in spares:
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            self._log_path(handle).unlink(missing_ok=True)
 
     def _unload_quietly(self, instance_id: str) -> None:
         try:

@@ -187,3 +187,17 @@ def test_mlx_model_is_refused_clearly(live):
     assert response.status_code == 422
     assert "MLX" in response.get_json()["error"]["message"]
     assert live.table() == []
+
+
+def test_logs_of_cleanly_stopped_instances_are_removed_failures_kept(live):
+    logs = live.state_dir / "logs"
+    live.load(model="tiny-llama")
+    (row,) = live.table()
+    assert (logs / f"{row['handle']}.log").exists()
+    live.unload("tiny-llama")
+    assert not (logs / f"{row['handle']}.log").exists()
+    broken = synthetic.write_dense_llama(live.settings.models_dir / "bad" / "cut-GGUF" / "cut.gguf")
+    broken.path.write_bytes(broken.path.read_bytes()[:200_000])
+    assert live.load(model="cut").status_code == 422
+    kept = [p for p in logs.iterdir() if "error loading model" in p.read_text()]
+    assert len(kept) == 1  # the failed load's log stays, for whoever investigates
