@@ -24,44 +24,30 @@ Nothing but 127.0.0.1 is contacted. The temporary directory is removed at the en
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import math
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without the editable install too
-    sys.path.insert(0, str(REPO))
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
+    sys.path.insert(0, str(BENCH))
 
+from common import (HOST, BenchError, Server, get, log, percentile,  # noqa: E402 (repo on path)
+                    run_bench)
 from workers.catalog import Catalog  # noqa: E402
 from workers.synthetic import write_vocab_heavy_llama  # noqa: E402
 
-HOST = "127.0.0.1"
 PUBLISHERS = 10
-HEALTH_DEADLINE_S = 60.0
 COLD_REQUEST_TIMEOUT_S = 300.0
 WARM_REQUEST_TIMEOUT_S = 30.0
-STOP_DEADLINE_S = 20.0
-SERVER_START_ATTEMPTS = 3
 WARM_P50_TARGET_MS = 20.0
 COLD_SPEEDUP_TARGET = 50.0
-
-
-class BenchError(Exception):
-    """The listing is wrong or the server failed: the run exits non-zero."""
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
 
 
 # -- 1. the models dir -----------------------------------------------------------------------
@@ -135,118 +121,6 @@ def check_keys(keys: list[str], n: int, what: str) -> None:
 
 # -- 3. the real service ----------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def lmhost_command() -> list[str]:
-    exe = Path(sys.executable).with_name("lmhost")
-    if exe.is_file() and os.access(exe, os.X_OK):
-        return [str(exe)]
-    return [sys.executable, "-m", "lmhost.cli"]
-
-
-def get(port: int, path: str, timeout: float) -> tuple[int, bytes, float]:
-    """One GET on a fresh loopback connection: (status, body, seconds until the body is read)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        started = time.perf_counter()
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, body, time.perf_counter() - started
-    finally:
-        conn.close()
-
-
-class Server:
-    """``lmhost serve`` as a subprocess in its own session, with no ``LMHOST_*`` variable from
-    the caller's environment but `overrides`."""
-
-    def __init__(self, models_dir: Path, state_dir: Path, log_path: Path,
-                 overrides: dict | None = None):
-        self.models_dir, self.state_dir, self.log_path = models_dir, state_dir, log_path
-        self.overrides = dict(overrides or {})
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-        self._log = None
-
-    def start(self) -> float:
-        """Starts it and waits for /healthz; returns the seconds that took."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LMHOST_")}
-        env.update(self.overrides)
-        for attempt in range(1, SERVER_START_ATTEMPTS + 1):
-            self.port = free_port()
-            cmd = lmhost_command() + ["serve", "--host", HOST, "--port", str(self.port),
-                                      "--models-dir", str(self.models_dir),
-                                      "--state-dir", str(self.state_dir), "--workers", "1"]
-            self._log = open(self.log_path, "ab")
-            started = time.perf_counter()
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-            if self._wait_healthy(started):
-                return time.perf_counter() - started
-            rc = self.proc.poll()
-            self.stop()
-            if rc is None:  # still running but never healthy: no point retrying
-                break
-            # exited early (e.g. another process took the port between free_port and bind)
-            log(f"  server exited with status {rc} before it was healthy "
-                f"(attempt {attempt}/{SERVER_START_ATTEMPTS})")
-        raise BenchError(f"the server did not become healthy; its log:\n{self.log_tail()}")
-
-    def _wait_healthy(self, started: float) -> bool:
-        deadline = started + HEALTH_DEADLINE_S
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                status, _, _ = get(self.port, "/healthz", timeout=2.0)
-                if status == 200:
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)  # poll interval, bounded by the deadline
-        return False
-
-    def stop(self) -> str:
-        """SIGTERM and a bounded wait; SIGKILL to its process group if it does not stop."""
-        how = "not started"
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is not None:
-                how = f"had exited ({proc.returncode})"
-            else:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=STOP_DEADLINE_S)
-                    how = f"stopped by SIGTERM (exit {proc.returncode})"
-                except subprocess.TimeoutExpired:
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)  # its own session: gunicorn + worker
-                    except ProcessLookupError:
-                        pass
-                    proc.wait(timeout=STOP_DEADLINE_S)
-                    how = "killed (did not stop within %.0f s of SIGTERM)" % STOP_DEADLINE_S
-            try:  # a worker left behind by a master that exited
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return how
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
 def listing_keys(status: int, body: bytes, what: str) -> list[str]:
     if status != 200:
         raise BenchError(f"{what}: HTTP {status}: {body[:500]!r}")
@@ -270,13 +144,6 @@ def http_listing(server: Server, n: int, requests: int) -> dict:
     if warm:
         check_keys(listing_keys(status, body_i, "last warm GET"), n, "last warm GET")
     return {"cold": cold, "warm": warm, "body_bytes": len(body)}
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 # -- 4. the reference reader -----------------------------------------------------------------
@@ -411,13 +278,8 @@ def main(argv=None) -> int:
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="lmhost-bench-"))
-    rc = 1
-    try:
-        rc = run(args, work)
-    except BenchError as exc:
-        log(f"\nbench FAILED: {exc}")
-        rc = 2
-    finally:
+
+    def clean_up(rc: int) -> int:
         if args.keep:  # keep the models (reused next time), not the per-run state and log
             for state in work.glob("state-*"):
                 shutil.rmtree(state, ignore_errors=True)
@@ -425,8 +287,8 @@ def main(argv=None) -> int:
             log(f"\nkept {work / 'models'}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-        log(f"total run time {time.perf_counter() - started:.1f} s")
-    return rc
+        return rc
+    return run_bench(run, args, work, started, clean_up)
 
 
 if __name__ == "__main__":

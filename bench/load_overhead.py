@@ -38,7 +38,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import shutil
 import subprocess
 import sys
@@ -47,40 +46,23 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-for _p in (str(REPO), str(BENCH)):  # run from a checkout without the editable install too
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
+    sys.path.insert(0, str(BENCH))
 
-import list_models  # noqa: E402
-from list_models import percentile  # noqa: E402
+import common  # noqa: E402 (puts the repo on sys.path)
+from common import (HOST, REPO, BenchError, log, p50, run_bench, spare_ready,  # noqa: E402
+                    sweep)
 from workers.synthetic import write_bench_model  # noqa: E402
 
-HOST = "127.0.0.1"
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
-HEALTH_DEADLINE_S = 60.0
 LOAD_TIMEOUT_S = 180.0
 UNLOAD_TIMEOUT_S = 60.0
 SPARE_DEADLINE_S = 10.0
-STOP_DEADLINE_S = 20.0
-SERVER_START_ATTEMPTS = 3
 BASELINE_TIMEOUT_S = 600.0
 MAX_STATE_DIR_BYTES = 79  # <state>/instances/<12 hex>.sock must fit AF_UNIX's 107 bytes
 OVERHEAD_TARGET_COLD_S = 0.100
 OVERHEAD_TARGET_SPARE_S = 0.030
-
-
-class BenchError(Exception):
-    """A request failed or a server did not come up: the run exits non-zero."""
-
-
-def log(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def p50(values: list[float]) -> float:
-    return percentile(values, 50)
 
 
 def ms(seconds: float | None) -> str:
@@ -159,37 +141,8 @@ def post(port: int, path: str, payload: dict, timeout: float) -> tuple[int, byte
         conn.close()
 
 
-def processes_with(*markers: str) -> list[tuple[int, str]]:
-    """(pid, cmdline) of every process (not this one) whose cmdline contains every marker."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cmdline and all(m in cmdline for m in markers):
-            found.append((int(entry.name), cmdline.strip()))
-    return found
-
-
-def spare_ready(pid: int) -> bool:
-    """The process has llama.cpp mapped (``import llama_cpp`` got that far) and is sleeping
-    (waiting for its spec on stdin), not still importing."""
-    try:
-        maps = Path(f"/proc/{pid}/maps").read_text()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return "libllama" in maps and state == "S"
-
-
-class Server(list_models.Server):
-    """The listing benchmark's server, plus a look at its instance processes."""
-
-    def instance_pids(self) -> list[int]:
-        return [pid for pid, _ in processes_with("workers.instance", str(self.state_dir))]
+class Server(common.Server):
+    """The shared server, plus a wait for its instance processes."""
 
     def wait_instances(self, ready_spares: int) -> tuple[bool, float]:
         """Bounded wait until exactly `ready_spares` instance processes are left (0: none; 1: one,
@@ -403,19 +356,6 @@ def run(args, work: Path) -> int:
     return 0
 
 
-def sweep(work: Path) -> None:
-    """Kill (and report) any process left whose cmdline names the work dir."""
-    left = processes_with(str(work))
-    for pid, cmdline in left:
-        log(f"LEFT OVER: pid {pid}: {cmdline[:200]} -- killing it")
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    if not left:
-        log(f"\nno process naming {work} is left")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -424,20 +364,15 @@ def main(argv=None) -> int:
         log(f"bench FAILED: the work dir {work} is too long for the state dirs' Unix sockets")
         shutil.rmtree(work, ignore_errors=True)
         return 2
-    rc = 1
-    try:
-        rc = run(args, work)
-    except BenchError as exc:
-        log(f"\nbench FAILED: {exc}")
-        rc = 2
-    finally:
-        sweep(work)
+
+    def clean_up(rc: int) -> int:
+        sweep(work)  # a process left behind is reported (and killed), not a failure here
         if args.keep:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-        log(f"total run time {time.perf_counter() - started:.1f} s")
-    return rc
+        return rc
+    return run_bench(run, args, work, started, clean_up)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -79,19 +78,16 @@ from pathlib import Path
 from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-for _p in (str(REPO), str(BENCH)):  # run from a checkout without the editable install too
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
+    sys.path.insert(0, str(BENCH))
 
-import list_models  # noqa: E402
-from list_models import log, percentile  # noqa: E402
-from load_overhead import processes_with, spare_ready  # noqa: E402
+import common  # noqa: E402 (puts the repo on sys.path)
+from common import (HOST, REPO, BenchError, log, p50, percentile, run_bench,  # noqa: E402
+                    spare_ready, sweep)
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from workers.synthetic import write_bench_model  # noqa: E402
 from workers.table import InstanceTable  # noqa: E402
 
-HOST = list_models.HOST
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
 N_CTX = 2048
@@ -111,14 +107,6 @@ QUIET_BUSY = 0.10           # CPU use (fraction of all CPUs) that counts as quie
 QUIET_SAMPLE_S = 1.0
 FOREIGN_LIMIT = 0.10        # CPU used by other processes during a run, in cores, averaged
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """A request failed, a completion is wrong, or a server did not come up: exit non-zero."""
-
-
-def p50(values: list[float]) -> float:
-    return percentile(values, 50)
 
 
 def ms(seconds: float) -> str:
@@ -499,11 +487,8 @@ def socket_completion(socket_path: str, args, what: str) -> dict:
     return metrics(start, stamps, end, "".join(text), finish, args.tokens, what)
 
 
-class Server(list_models.Server):
-    """The listing benchmark's server, plus load/unload and a look at its instance processes."""
-
-    def instance_pids(self) -> list[int]:
-        return [pid for pid, _ in processes_with("workers.instance", str(self.state_dir))]
+class Server(common.Server):
+    """The shared server, plus load/unload and a look at its instance processes."""
 
     def http_cpu(self) -> float:
         """CPU seconds used so far by the gunicorn processes (the server process and its
@@ -845,21 +830,6 @@ def run(args, work: Path) -> int:
     return 0
 
 
-def sweep(work: Path) -> bool:
-    """Kill (and report) any process left whose cmdline names the work dir (and so a state dir
-    under it); True when none was left."""
-    left = processes_with(str(work))
-    for pid, cmdline in left:
-        log(f"LEFT OVER: pid {pid}: {cmdline[:200]} -- killing it")
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    if not left:
-        log(f"\nno process naming {work} is left")
-    return not left
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -868,13 +838,8 @@ def main(argv=None) -> int:
         log(f"bench FAILED: the work dir {work} is too long for the state dirs' Unix sockets")
         shutil.rmtree(work, ignore_errors=True)
         return 2
-    rc = 1
-    try:
-        rc = run(args, work)
-    except BenchError as exc:
-        log(f"\nbench FAILED: {exc}")
-        rc = 2
-    finally:
+
+    def clean_up(rc: int) -> int:
         if not sweep(work):
             log("bench FAILED: processes were left behind")
             rc = rc or 2
@@ -882,8 +847,8 @@ def main(argv=None) -> int:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-        log(f"total run time {time.perf_counter() - started:.1f} s")
-    return rc
+        return rc
+    return run_bench(run, args, work, started, clean_up)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,230 @@
+"""Helpers shared by the benchmark scripts in bench/ (not a benchmark itself).
+
+Importing it puts the repository root on ``sys.path`` (so that ``workers.*`` imports work from a
+checkout without the editable install). Holds: `BenchError`, `log`, `percentile`/`p50`,
+`free_port`, `get`, the `Server` (``lmhost serve`` as a subprocess), the /proc process helpers
+`processes_with`/`spare_ready`, and `sweep` (leftover processes naming a work dir).
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without the editable install too
+    sys.path.insert(0, str(REPO))
+
+HOST = "127.0.0.1"
+HEALTH_DEADLINE_S = 60.0
+STOP_DEADLINE_S = 20.0
+SERVER_START_ATTEMPTS = 3
+
+
+class BenchError(Exception):
+    """The benchmark's result is wrong, a request failed or a server did not come up: the run
+    exits non-zero."""
+
+
+def log(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def p50(values: list[float]) -> float:
+    return percentile(values, 50)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+def processes_with(*markers: str) -> list[tuple[int, str]]:
+    """(pid, cmdline) of every process (not this one) whose cmdline contains every marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline and all(m in cmdline for m in markers):
+            found.append((int(entry.name), cmdline.strip()))
+    return found
+
+
+def spare_ready(pid: int) -> bool:
+    """The process has llama.cpp mapped (``import llama_cpp`` got that far) and is sleeping
+    (waiting for its spec on stdin), not still importing."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return "libllama" in maps and state == "S"
+
+
+def sweep(work: Path) -> bool:
+    """Kill (and report) any process left whose cmdline names the work dir (and so a state dir
+    under it); True when none was left."""
+    left = processes_with(str(work))
+    for pid, cmdline in left:
+        log(f"LEFT OVER: pid {pid}: {cmdline[:200]} -- killing it")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if not left:
+        log(f"\nno process naming {work} is left")
+    return not left
+
+
+# -- the real service ---------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def lmhost_command() -> list[str]:
+    exe = Path(sys.executable).with_name("lmhost")
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return [str(exe)]
+    return [sys.executable, "-m", "lmhost.cli"]
+
+
+def get(port: int, path: str, timeout: float) -> tuple[int, bytes, float]:
+    """One GET on a fresh loopback connection: (status, body, seconds until the body is read)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        started = time.perf_counter()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+class Server:
+    """``lmhost serve`` as a subprocess in its own session, with no ``LMHOST_*`` variable from
+    the caller's environment but `overrides`."""
+
+    def __init__(self, models_dir: Path, state_dir: Path, log_path: Path,
+                 overrides: dict | None = None):
+        self.models_dir, self.state_dir, self.log_path = models_dir, state_dir, log_path
+        self.overrides = dict(overrides or {})
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self._log = None
+
+    def start(self) -> float:
+        """Starts it and waits for /healthz; returns the seconds that took."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LMHOST_")}
+        env.update(self.overrides)
+        for attempt in range(1, SERVER_START_ATTEMPTS + 1):
+            self.port = free_port()
+            cmd = lmhost_command() + ["serve", "--host", HOST, "--port", str(self.port),
+                                      "--models-dir", str(self.models_dir),
+                                      "--state-dir", str(self.state_dir), "--workers", "1"]
+            self._log = open(self.log_path, "ab")
+            started = time.perf_counter()
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=self._log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            if self._wait_healthy(started):
+                return time.perf_counter() - started
+            rc = self.proc.poll()
+            self.stop()
+            if rc is None:  # still running but never healthy: no point retrying
+                break
+            # exited early (e.g. another process took the port between free_port and bind)
+            log(f"  server exited with status {rc} before it was healthy "
+                f"(attempt {attempt}/{SERVER_START_ATTEMPTS})")
+        raise BenchError(f"the server did not become healthy; its log:\n{self.log_tail()}")
+
+    def _wait_healthy(self, started: float) -> bool:
+        deadline = started + HEALTH_DEADLINE_S
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                status, _, _ = get(self.port, "/healthz", timeout=2.0)
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)  # poll interval, bounded by the deadline
+        return False
+
+    def stop(self) -> str:
+        """SIGTERM and a bounded wait; SIGKILL to its process group if it does not stop."""
+        how = "not started"
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is not None:
+                how = f"had exited ({proc.returncode})"
+            else:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_DEADLINE_S)
+                    how = f"stopped by SIGTERM (exit {proc.returncode})"
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)  # its own session: gunicorn + worker
+                    except ProcessLookupError:
+                        pass
+                    proc.wait(timeout=STOP_DEADLINE_S)
+                    how = "killed (did not stop within %.0f s of SIGTERM)" % STOP_DEADLINE_S
+            try:  # a worker left behind by a master that exited
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return how
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+    def instance_pids(self) -> list[int]:
+        """Pids of its instance processes (``workers.instance`` naming its state dir)."""
+        return [pid for pid, _ in processes_with("workers.instance", str(self.state_dir))]
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def run_bench(run: Callable[[object, Path], int], args, work: Path, started: float,
+              clean_up: Callable[[int], int]) -> int:
+    """``run(args, work)``'s exit status, or 2 after a `BenchError` (reported); whatever
+    happens, then ``clean_up(status)`` (returns the status to exit with) and the total run
+    time since `started` (perf_counter)."""
+    rc = 1
+    try:
+        rc = run(args, work)
+    except BenchError as exc:
+        log(f"\nbench FAILED: {exc}")
+        rc = 2
+    finally:
+        rc = clean_up(rc)
+        log(f"total run time {time.perf_counter() - started:.1f} s")
+    return rc
