@@ -27,6 +27,7 @@ HOST = "127.0.0.1"
 HEALTH_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 20.0
 SERVER_START_ATTEMPTS = 3
+MAX_STATE_DIR_BYTES = 79  # <state>/instances/<12 hex>.sock must fit AF_UNIX's 107 bytes
 
 
 class BenchError(Exception):
@@ -228,3 +229,28 @@ def run_bench(run: Callable[[object, Path], int], args, work: Path, started: flo
         rc = clean_up(rc)
         log(f"total run time {time.perf_counter() - started:.1f} s")
     return rc
+
+
+def run_in_work_dir(run: Callable[[object, Path], int], args, prefix: str) -> int:
+    """`run_bench` in a fresh short folder under /tmp (state dirs hold Unix sockets): a process
+    left behind naming it fails the run; the folder is removed unless ``args.keep``."""
+    import shutil
+    import tempfile
+
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    if len(str(work / "s-xxxxxxxx")) > MAX_STATE_DIR_BYTES:  # not with /tmp, but be sure
+        log(f"bench FAILED: the work dir {work} is too long for the state dirs' Unix sockets")
+        shutil.rmtree(work, ignore_errors=True)
+        return 2
+
+    def clean_up(rc: int) -> int:
+        if not sweep(work):
+            log("bench FAILED: processes were left behind")
+            rc = rc or 2
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        return rc
+    return run_bench(run, args, work, started, clean_up)

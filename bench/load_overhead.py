@@ -38,7 +38,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,8 +49,8 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
     sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402 (puts the repo on sys.path)
-from common import (HOST, REPO, BenchError, log, p50, run_bench, spare_ready,  # noqa: E402
-                    sweep)
+from common import (HOST, REPO, BenchError, log, p50, run_in_work_dir,  # noqa: E402
+                    spare_ready)
 from workers.synthetic import write_bench_model  # noqa: E402
 
 MODEL_KEY = "bench-150m"
@@ -60,7 +59,6 @@ LOAD_TIMEOUT_S = 180.0
 UNLOAD_TIMEOUT_S = 60.0
 SPARE_DEADLINE_S = 10.0
 BASELINE_TIMEOUT_S = 600.0
-MAX_STATE_DIR_BYTES = 79  # <state>/instances/<12 hex>.sock must fit AF_UNIX's 107 bytes
 OVERHEAD_TARGET_COLD_S = 0.100
 OVERHEAD_TARGET_SPARE_S = 0.030
 
@@ -357,22 +355,7 @@ def run(args, work: Path) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="lmhb-", dir="/tmp"))
-    if len(str(work / "s-xxxxxxxx")) > MAX_STATE_DIR_BYTES:  # not with /tmp, but be sure
-        log(f"bench FAILED: the work dir {work} is too long for the state dirs' Unix sockets")
-        shutil.rmtree(work, ignore_errors=True)
-        return 2
-
-    def clean_up(rc: int) -> int:
-        sweep(work)  # a process left behind is reported (and killed), not a failure here
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-        return rc
-    return run_bench(run, args, work, started, clean_up)
+    return run_in_work_dir(run, parse_args(argv), "lmhb-")
 
 
 if __name__ == "__main__":

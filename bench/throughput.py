@@ -68,7 +68,6 @@ import http.client
 import json
 import os
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,8 +81,8 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
     sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402 (puts the repo on sys.path)
-from common import (HOST, REPO, BenchError, log, p50, percentile, run_bench,  # noqa: E402
-                    spare_ready, sweep)
+from common import (HOST, REPO, BenchError, log, p50, percentile,  # noqa: E402
+                    run_in_work_dir, spare_ready)
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from workers.synthetic import write_bench_model  # noqa: E402
 from workers.table import InstanceTable  # noqa: E402
@@ -99,7 +98,6 @@ UNLOAD_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 300.0   # socket timeout of a completion request (between reads)
 INPROC_TIMEOUT_S = 300.0    # an in-process interpreter's load, or one of its completions
 SETTLE_DEADLINE_S = 15.0    # the supervisor's spare process, refilled after a load
-MAX_STATE_DIR_BYTES = 79    # <state>/instances/<12 hex>.sock must fit AF_UNIX's 107 bytes
 TPS_RATIO_TARGET = 0.97     # HTTP decode tok/s / in-process decode tok/s
 TTFT_EXTRA_TARGET_S = 0.005
 SCALING_TARGET = 1.6        # 2 instances / 1 instance, 2 concurrent clients
@@ -831,24 +829,7 @@ def run(args, work: Path) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="lmtp-", dir="/tmp"))
-    if len(str(work / "s-xxxxxxxx")) > MAX_STATE_DIR_BYTES:  # not with /tmp, but be sure
-        log(f"bench FAILED: the work dir {work} is too long for the state dirs' Unix sockets")
-        shutil.rmtree(work, ignore_errors=True)
-        return 2
-
-    def clean_up(rc: int) -> int:
-        if not sweep(work):
-            log("bench FAILED: processes were left behind")
-            rc = rc or 2
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-        return rc
-    return run_bench(run, args, work, started, clean_up)
+    return run_in_work_dir(run, parse_args(argv), "lmtp-")
 
 
 if __name__ == "__main__":
