@@ -18,7 +18,6 @@ from workers.table import InstanceTable
 @dataclass(frozen=True)
 class Engine:
     settings: Settings
-    catalog: Catalog
     listing: ModelListing
     supervisor: SupervisorClient
     inference: Inference
@@ -29,7 +28,7 @@ class Engine:
         catalog = Catalog(settings.models_dir, settings.state_dir)
         table = InstanceTable(settings.state_dir)
         supervisor = SupervisorClient(settings)
-        return cls(settings=settings, catalog=catalog, listing=ModelListing(catalog, table),
+        return cls(settings=settings, listing=ModelListing(catalog, table),
                    supervisor=supervisor,
                    inference=Inference(settings, catalog, table, supervisor))
 

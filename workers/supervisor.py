@@ -371,6 +371,14 @@ class Supervisor:
             result["load_config"] = rec.load_config
         return result
 
+    def _stopping_by_itself(self, rec: InstanceRecord, why: str) -> None:
+        """The instance agreed to stop (TTL, auto-evict: ops that it decides atomically) and
+        is now exiting: record it as unloading until its death is reaped."""
+        log.info("instance %r stops: %s", rec.id, why)
+        with self.lock:
+            if rec.state is State.LOADED:
+                self._transition(rec, State.UNLOADING)
+
     def _evict_idle_jit(self, new: InstanceRecord) -> None:
         """Unload earlier JIT-loaded instances that are idle before `new` loads; each instance
         decides "idle" itself under its own lock, so a request in flight is never cut."""
@@ -383,10 +391,7 @@ class Supervisor:
             except (OSError, ProtocolError, TypeError):
                 continue
             if evicted:
-                log.info("auto-evict: unloading idle JIT instance %r for %r", rec.id, new.id)
-                with self.lock:
-                    if rec.state is State.LOADED:
-                        self._transition(rec, State.UNLOADING)
+                self._stopping_by_itself(rec, f"auto-evict: idle JIT instance, making room for {new.id!r}")
                 self._await_gone(rec, self.settings.unload_timeout + 5)
 
     # -- processes -------------------------------------------------------------------------
@@ -543,10 +548,7 @@ class Supervisor:
                 if answer.get("last_used_ago") is not None:
                     rec.last_used = time.time() - answer["last_used_ago"]
                 if answer.get("expired"):
-                    log.info("instance %r idle for %ss (ttl): unloading", rec.id, rec.ttl)
-                    with self.lock:
-                        if rec.state is State.LOADED:
-                            self._transition(rec, State.UNLOADING)
+                    self._stopping_by_itself(rec, f"idle for {rec.ttl} s (ttl)")
                     threading.Thread(target=self._await_gone,
                                      args=(rec, self.settings.unload_timeout + 5),
                                      daemon=True).start()

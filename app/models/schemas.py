@@ -105,7 +105,7 @@ class LoadResponseSchema(Schema):
     instance_id = fields.String()
     load_time_seconds = fields.Float()
     status = fields.String()
-    load_config = fields.Dict()
+    load_config = fields.Nested(InstanceConfigSchema)
     reused = fields.Boolean(metadata={"description": "extension: get-or-load returned an existing instance"})
 
 
