@@ -33,7 +33,11 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
    reference, the same without lmhost: two in-process interpreters with 1 thread each, one
    doing both completions in turn vs both at once: what the machine itself allows. One
    warm-up round each, then ``--runs`` rounds each, the four kinds interleaved;
-4. prints a summary table with the targets (information only: the exit status is non-zero only
+4. llama.cpp's extra buffer types (AMX and repacked weights) on vs off, in-process, the same
+   completions interleaved, where the host runs both (a host that traps AMX dies with SIGILL
+   with them on: then the table says so). Every in-process interpreter elsewhere loads as
+   lmhost's instances do on this host: with the engine probe's verdict (`workers.engine_probe`);
+5. prints a summary table with the targets (information only: the exit status is non-zero only
    when a request fails, a completion is not what the tamed model must produce, a server does
    not come up, or a process is left behind).
 
@@ -68,6 +72,7 @@ import http.client
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,6 +88,8 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
 import common  # noqa: E402 (puts the repo on sys.path)
 from common import (HOST, REPO, BenchError, log, p50, percentile,  # noqa: E402
                     run_in_work_dir, spare_ready)
+from config import load_settings  # noqa: E402
+from workers.engine_probe import check_engine  # noqa: E402
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from workers.synthetic import write_bench_model  # noqa: E402
 from workers.table import InstanceTable  # noqa: E402
@@ -300,6 +307,8 @@ INPROC_SCRIPT = r"""
 import json, sys, time
 spec = json.loads(sys.argv[1])
 import llama_cpp
+from workers.llama_params import install
+install(extra_bufts=spec["extra_bufts"])
 started = time.perf_counter()
 llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
                       n_threads_batch=spec["threads"], verbose=False)
@@ -326,11 +335,13 @@ for line in sys.stdin:
 class InProc:
     """One in-process interpreter with its own `llama_cpp.Llama`."""
 
-    def __init__(self, model: Path, n_threads: int, args, work: Path, name: str):
+    def __init__(self, model: Path, n_threads: int, args, work: Path, name: str,
+                 extra_bufts: bool | None = None):
         self.args, self.name = args, name
         self.stderr_path = work / f"{name}.stderr"
         spec = {"path": str(model), "n_ctx": N_CTX, "threads": n_threads, "prompt": args.prompt,
-                "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED}
+                "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
+                "extra_bufts": args.extra_bufts if extra_bufts is None else extra_bufts}
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen([sys.executable, "-c", INPROC_SCRIPT, json.dumps(spec)],
                                          cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -367,6 +378,14 @@ class InProc:
     def completion(self, what: str) -> dict:
         self.go()
         return self.result(what)
+
+    def died_of(self) -> int | None:
+        """The signal that killed the interpreter, if one did (after a BenchError)."""
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return None
+        return -code if code < 0 else None
 
     def close(self) -> None:
         try:
@@ -695,6 +714,43 @@ def scaling(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) ->
     return out
 
 
+def extra_buffers(model: Path, args, work: Path, watch: CpuWatch) -> dict:
+    """In-process decode tok/s with llama.cpp's extra buffer types on and off, interleaved;
+    a setting whose first completion dies with SIGILL is reported as such."""
+    procs: dict[bool, InProc] = {}
+    out: dict[bool, object] = {}
+    try:
+        for on in (True, False):
+            proc = InProc(model, args.threads, args, work, f"inproc-extra-{'on' if on else 'off'}",
+                          extra_bufts=on)
+            try:
+                proc.completion("warm-up")
+                procs[on] = proc
+            except BenchError:
+                sig = proc.died_of()
+                proc.close()
+                if sig is None:
+                    raise
+                out[on] = f"dies with {signal.Signals(sig).name}"
+                log(f"    extra buffer types {'on' if on else 'off'}: the interpreter died with "
+                    f"{signal.Signals(sig).name} on its first completion: not runnable on this host")
+        wait_quiet(args.quiet_wait, "the runs")
+        runs: dict[bool, list[dict]] = {on: [] for on in procs}
+        measures = {on: Measure(watch, args, f"extra buffer types {'on' if on else 'off'}")
+                    for on in procs}
+        for _ in range(args.runs):
+            for on, proc in procs.items():
+                runs[on].append(measures[on].one(lambda: proc.completion("run")))
+        for on in procs:
+            log(f"    extra buffer types {'on' if on else 'off'}:")
+            report_runs(runs[on])
+            out[on] = summary(runs[on])["decode_tps"]
+    finally:
+        for proc in procs.values():
+            proc.close()
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -740,6 +796,10 @@ def run(args, work: Path) -> int:
         f"temperature {TEMPERATURE}, top_p {TOP_P}, seed {SEED}, n_ctx {N_CTX}")
     if cpus < 2:
         log("note: 1 CPU: the 2-instance test cannot scale here")
+    verdict = check_engine(load_settings(env={}).cache_dir)
+    args.extra_bufts = verdict.extra_bufts
+    log(f"engine probe: {verdict.reason}; in-process interpreters load with extra buffer types "
+        f"{'on' if verdict.extra_bufts else 'off'}, as lmhost's instances do here")
     watch = CpuWatch(work)
 
     models_dir = work / "models"
@@ -780,6 +840,10 @@ def run(args, work: Path) -> int:
         "each")
     sc = scaling(model.path, models_dir, args, work, watch)
 
+    log(f"\n[4] llama.cpp's extra buffer types (AMX, repacked weights) on vs off, in-process, "
+        f"{threads(args.threads)}, interleaved: 1 warm-up + {args.runs} runs each")
+    eb = extra_buffers(model.path, args, work, watch)
+
     # -- summary ----------------------------------------------------------------------------------
     decode_ratio = hp["decode_tps"] / ip["decode_tps"]
     overall_ratio = hp["overall_tps"] / ip["overall_tps"]
@@ -810,7 +874,12 @@ def run(args, work: Path) -> int:
              f"{sc['lmhost_one']:.1f}", ""),
             ("  two llama.cpp (interpreters / instances)", f"{sc['inproc_two']:.1f}", "",
              f"{sc['lmhost_two']:.1f}", ""),
-            ("  two / one", f"{ref_scale:.2f}x", "", f"{scale:.2f}x", "")]
+            ("  two / one", f"{ref_scale:.2f}x", "", f"{scale:.2f}x", ""),
+            ("", "", "", "", ""),
+            ("extra buffer types, in-process decode tok/s", "on", "", "off", "off/on"),
+            ("", _tps_or(eb[True]), "", _tps_or(eb[False]),
+             f"{eb[False] / eb[True]:.3f}" if all(isinstance(v, float) for v in eb.values())
+             else "")]
     log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in rows))
     targets = [
         (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x in-process", f"{decode_ratio:.3f}",
@@ -826,6 +895,10 @@ def run(args, work: Path) -> int:
         log(f"  (two llama.cpp processes without lmhost reach {ref_scale:.2f}x on this machine: "
             f"the 2-instance target is out of its reach)")
     return 0
+
+
+def _tps_or(value) -> str:
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def main(argv=None) -> int:

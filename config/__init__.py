@@ -12,6 +12,7 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | port         | LMHOST_PORT         | 1234               | TCP port (LM Studio's)                   |
 | models_dir   | LMHOST_MODELS_DIR   | ~/.lmhost/models   | <publisher>/<model>/<file>.gguf          |
 | state_dir    | LMHOST_STATE_DIR    | ~/.lmhost/state    | instance table, sockets, caches, logs    |
+| cache_dir    | LMHOST_CACHE_DIR    | ~/.cache/lmhost    | per-host caches: the engine probe's verdict and model |
 | workers      | LMHOST_WORKERS      | 2                  | gunicorn HTTP worker processes           |
 | threads      | LMHOST_THREADS      | 8                  | threads per HTTP worker (gthread)        |
 | log_level    | LMHOST_LOG_LEVEL    | info               | debug, info, warning, error              |
@@ -47,6 +48,7 @@ class Settings:
     port: int = 1234
     models_dir: Path = Path("~/.lmhost/models")
     state_dir: Path = Path("~/.lmhost/state")
+    cache_dir: Path = Path("~/.cache/lmhost")
     workers: int = 2
     threads: int = 8
     log_level: str = "info"
@@ -126,6 +128,7 @@ _PARSERS = {
     "port": _int_in(1, 65535),
     "models_dir": _directory,
     "state_dir": _state_directory,
+    "cache_dir": _directory,
     "workers": _int_in(1, 64),
     "threads": _int_in(1, 256),
     "log_level": _log_level,

@@ -24,8 +24,14 @@ control_socket = str(_settings.state_dir / "gunicorn.ctl")
 
 # The supervisor starts and stops with the service; it, not gunicorn, owns instance processes.
 def on_starting(server):
-    from workers.client import start_supervisor
-    if not start_supervisor(_settings, wait=30):
+    from workers.client import EngineUnusable, start_supervisor
+    try:
+        started = start_supervisor(_settings, wait=30)
+    except EngineUnusable as exc:
+        # gunicorn prints a RuntimeError from here as "Error: ..." and exits 1: no service
+        # that would crash on every request.
+        raise RuntimeError(f"lmhost cannot start: {exc.message}") from None
+    if not started:
         server.log.error("the lmhost supervisor did not start; control calls will answer 503")
 
 

@@ -2,6 +2,7 @@
 
     lmhost serve [--host H] [--port P] [--models-dir D] [--state-dir D] [--workers N]
     lmhost demo  [--models-dir D]
+    lmhost doctor [--json]
 
 `serve` validates the settings, then replaces itself with gunicorn (so SIGTERM and SIGINT reach
 gunicorn's master directly: graceful stop of the workers, then exit). Every flag has an
@@ -56,6 +57,11 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from lmhost import doctor
+    return doctor.main(as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmhost", description="Self-hosted model server.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--models-dir", dest="models_dir",
                       help="models directory (LMHOST_MODELS_DIR, default ~/.lmhost/models)")
     demo.set_defaults(func=cmd_demo)
+
+    doctor = sub.add_parser("doctor", help="check that lmhost can run on this host; say how to "
+                                           "fix what cannot (exit 1 when something fails)")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -9,6 +9,20 @@ from app import create_app
 from config import load_settings
 
 
+@pytest.fixture(scope="session")
+def engine_verdict():
+    """The engine probe's verdict for this host (cached per engine build, CPU and boot)."""
+    from workers import engine_probe
+    return engine_probe.check_engine(load_settings(env={}).cache_dir)
+
+
+@pytest.fixture(scope="session")
+def llama_in_process(engine_verdict):
+    """llama.cpp in the test process itself, loading models the way instances do."""
+    from workers import llama_params
+    llama_params.install(extra_bufts=engine_verdict.extra_bufts)
+
+
 @pytest.fixture
 def models_dir(tmp_path):
     path = tmp_path / "models"

@@ -83,3 +83,20 @@ def our_processes(state_dir) -> list[int]:
         if needle in cmdline and state != b"Z":
             found.append(int(entry))
     return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def spare_pids(state_dir) -> list[int]:
+    """Pre-started instance processes of the service at `state_dir`: instance processes that
+    no row of its instance table owns."""
+    from workers.table import InstanceTable
+    owned = {row["pid"] for row in InstanceTable(state_dir).read()}
+    return [pid for pid in our_processes(state_dir)
+            if b"workers.instance" in _cmdline(pid) and pid not in owned]

@@ -4,6 +4,10 @@ Started by gunicorn's master at start (config/gunicorn.conf.py) or, after a cras
 HTTP worker that cannot reach it (`workers.client.start_supervisor`). With ``--daemon`` it forks
 once and the starter's child exits at once, so no HTTP worker keeps a zombie. An exclusive
 ``flock`` on ``<state>/supervisor.lock``, held for life, makes a second supervisor exit quietly.
+
+Before anything else it asks `workers.engine_probe` whether the llama.cpp engine runs on this
+host (cached; a fresh probe takes about a second). An engine that cannot decode here at all makes
+it exit with `EXIT_ENGINE_UNUSABLE` and the fix in its log, before it forks: the starter sees it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import sys
 import threading
 
 from config import ConfigError, load_settings
-from workers import procs
+from workers import engine_probe, procs
 from workers.protocol import listen
 from workers.supervisor import LOCK_FILE, PID_FILE, SOCKET_FILE, Supervisor
 
 log = logging.getLogger("workers.supervisor")
+
+EXIT_ENGINE_UNUSABLE = 3
 
 
 def main(argv=None) -> int:
@@ -38,6 +44,12 @@ def main(argv=None) -> int:
                         format="%(asctime)s [supervisor %(process)d] %(levelname)s %(message)s")
     state_dir = settings.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    engine = engine_probe.check_engine(settings.cache_dir)
+    if not engine.usable:
+        log.error("%s", engine.reason)
+        return EXIT_ENGINE_UNUSABLE
+    if not (engine.extra_bufts and engine.conclusive):
+        log.warning("%s", engine.reason)  # one line, at every start: why instances load so
     if args.daemon and os.fork():
         os._exit(0)  # single-threaded here: forking is safe
 
@@ -48,7 +60,7 @@ def main(argv=None) -> int:
         log.info("another supervisor holds %s: exiting", state_dir / LOCK_FILE)
         return 0
 
-    supervisor = Supervisor(settings)
+    supervisor = Supervisor(settings, engine)
     supervisor.adopt_instances()
     socket_path = str(state_dir / SOCKET_FILE)
     listener = listen(socket_path)

@@ -3,7 +3,9 @@ start/stop of the supervisor process itself.
 
 A control call that cannot connect starts the supervisor again (under a file lock, so one HTTP
 worker starts it while the others wait), waits a bounded time for it, and otherwise fails with
-`Unavailable` (503): nothing hangs.
+`Unavailable` (503): nothing hangs. Starting it first asks the engine probe (cached) whether
+llama.cpp can run here at all: when it cannot, `EngineUnusable` says why and how to fix it, and
+the service refuses to start (gunicorn's on_starting).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from config import Settings, to_env
-from workers import procs
+from workers import engine_probe, procs
 from workers.errors import Unavailable, from_wire
 from workers.protocol import Channel, ProtocolError
 from workers.supervisor import PID_FILE, SOCKET_FILE
@@ -45,11 +47,19 @@ def ping(settings: Settings) -> bool:
         return False
 
 
+class EngineUnusable(Unavailable):
+    """The llama.cpp engine cannot decode on this host (the engine probe's verdict)."""
+
+
 def start_supervisor(settings: Settings, wait: float | None = None) -> bool:
-    """Start the supervisor unless it answers; True once it answers (within `wait` s)."""
+    """Start the supervisor unless it answers; True once it answers (within `wait` s).
+    Raises `EngineUnusable` when llama.cpp cannot run on this host."""
     wait = RESTART_WAIT if wait is None else wait
     if ping(settings):
         return True
+    engine = engine_probe.check_engine(settings.cache_dir)
+    if not engine.usable:
+        raise EngineUnusable(engine.reason)
     lock = FileLock(str(settings.state_dir / START_LOCK))
     try:
         lock.acquire(timeout=wait)

@@ -40,6 +40,14 @@ class Unavailable(LmhostError):
     type = "unavailable"
 
 
+class InstanceCrashed(LmhostError):
+    """An instance died unasked (a signal, an unexpected exit) while loaded or serving; the
+    message names the signal and quotes its stderr (`workers.crashes`). A 500: the engine,
+    not the request, failed; code ``instance_crashed`` tells it from other internal errors."""
+
+    type = "internal_error"
+
+
 ERRORS_BY_TYPE = {cls.type: cls for cls in (
     LmhostError, InvalidRequest, ModelNotFound, InstanceNotFound, IdentifierConflict,
     ModelLoadFailed, Unavailable)}

@@ -7,14 +7,18 @@ earlier idle JIT instances). Among several instances the request goes to the lea
 is asked for its status, and the job is offered with ``if_idle`` in that order, so two requests
 arriving together never both pick the same idle instance; when none is idle it queues at the
 least busy one, and a full queue is 429 `overloaded`.
+
+An instance that dies under a request (a crash: SIGILL, SIGSEGV, ...) is not retried elsewhere:
+the request gets the supervisor's explanation of the death (`lost`), named by its signal.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from config import Settings
 from workers import policy
@@ -32,6 +36,9 @@ CHUNK_PREFIX = b'{"chunk":'  # how workers.protocol.Channel.send writes a chunk 
 KIND_NEEDS = {"chat": "llm", "completion": "llm", "embedding": "embedding"}
 ENDPOINT = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
             "embedding": "/v1/embeddings"}
+# How long a request whose instance went away waits for the supervisor to record why. It reaps
+# a death at once (pidfd) and records the failure in the table write that drops the row.
+DEATH_RECORD_WAIT = 3.0
 
 
 @dataclass
@@ -79,9 +86,9 @@ class Inference:
         request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference}
         for attempt in (1, 2):  # a second try after the chosen instance died under us
             rows = target.rows or self._jit_load(reference, ttl)
-            channel, first = self._dispatch(rows, request)
+            channel, first, row = self._dispatch(rows, request)
             if channel is not None:
-                return Reply(channel, first)
+                return Reply(channel, first, lambda: self.lost(row))
             target = self.target(reference)
             if target.instance_id is not None and not target.rows:
                 break
@@ -100,7 +107,25 @@ class Inference:
             raise Unavailable(f"instance {result['instance_id']!r} went away right after loading")
         return rows
 
-    def _dispatch(self, rows: list[dict], request: dict) -> tuple[Channel | None, dict | None]:
+    def lost(self, row: dict) -> LmhostError:
+        """The error for a request whose instance (`row`) stopped answering: the supervisor's
+        record of its crash, or, when it was stopped on purpose, `Unavailable`."""
+        deadline = time.monotonic() + DEATH_RECORD_WAIT
+        while True:
+            try:
+                rows, failures = self.table.snapshot()
+            except TableUnreadable:
+                rows, failures = [row], []
+            for failure in reversed(failures):
+                if failure.get("handle") == row["handle"] and failure.get("pid") == row["pid"]:
+                    return from_wire(failure["error"])
+            if (not any(r.get("handle") == row["handle"] for r in rows)
+                    or time.monotonic() > deadline):
+                return Unavailable(f"instance {row['id']!r} stopped while serving this request")
+            time.sleep(0.02)
+
+    def _dispatch(self, rows: list[dict], request: dict) -> tuple[Channel | None, dict | None,
+                                                                  dict | None]:
         by_id = {r["id"]: r for r in rows}
         if len(rows) == 1:
             order = [rows[0]["id"]]  # nothing to choose: no status round trip before the token
@@ -127,6 +152,9 @@ class Inference:
                 first = channel.recv()
             except (OSError, ProtocolError):
                 channel.close()
+                error = self.lost(by_id[ident])
+                if error.code == "instance_crashed":
+                    raise error from None  # it crashed on this request: another may too
                 continue
             error = first.get("error")
             if error and error.get("type") in ("busy", "unavailable"):  # busy, or unloading
@@ -135,8 +163,8 @@ class Inference:
             if error and error.get("type") == "overloaded":
                 channel.close()
                 raise Overloaded(f"instance {ident!r} has a full queue; retry shortly")
-            return channel, first
-        return None, None
+            return channel, first, by_id[ident]
+        return None, None, None
 
 
 class Reply:
@@ -145,15 +173,16 @@ class Reply:
     worker does not decode and re-encode every token: the hot path). Closing it (or the
     reader generator) closes the connection, which stops a generation the client left."""
 
-    def __init__(self, channel: Channel, first: dict):
+    def __init__(self, channel: Channel, first: dict, lost: Callable[[], LmhostError]):
         self.channel = channel
         self.first = first
+        self.lost = lost  # the error to raise when the instance stops answering
 
     def _next(self) -> bytes:
         try:
             return self.channel.recv_line()
         except (OSError, ProtocolError):
-            raise Unavailable("the instance serving this request stopped") from None
+            raise self.lost() from None
 
     def messages(self) -> Iterator[dict]:
         try:

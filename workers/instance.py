@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from workers import policy
+from workers import llama_params, policy
 from workers.protocol import Channel, ProtocolError, listen
 
 log = logging.getLogger("workers.instance")
@@ -54,31 +54,6 @@ class Events:
             self._file.flush()
         except (BrokenPipeError, OSError):
             self.broken = True
-
-
-def install_progress_hook(report):
-    """Make every `Llama()` in this process report load progress through `report(float)`.
-
-    `Llama` builds its model parameters with `llama_model_default_params()` and takes no
-    progress callback itself; wrapping that function installs ours. Returning False from the
-    callback makes llama.cpp abandon the load. The ctypes callback object is returned: the
-    caller keeps it alive for as long as the model (llama.cpp holds a raw pointer to it).
-    """
-    import llama_cpp.llama_cpp as native
-
-    original = native.llama_model_default_params
-
-    @native.llama_progress_callback
-    def on_progress(progress, _user_data):
-        return bool(report(float(progress)))
-
-    def default_params_with_progress():
-        params = original()
-        params.progress_callback = on_progress
-        return params
-
-    native.llama_model_default_params = default_params_with_progress
-    return on_progress
 
 
 def install_log_filter():
@@ -357,7 +332,9 @@ def main(argv=None) -> int:
             events.send(event="progress", progress=round(min(progress, 1.0), 4))
         return not events.broken  # supervisor gone: abandon the load
 
-    callback = install_progress_hook(report)  # noqa: F841 - must outlive the model
+    # The engine probe's verdict (workers.engine_probe): extra buffer types off where this
+    # host traps their instructions.
+    llama_params.install(extra_bufts=spec.get("extra_bufts", True), on_progress=report)
     started = time.monotonic()
     try:
         llm = llama_cpp.Llama(**spec["llama_kwargs"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime, timezone
 
 from workers.catalog import Catalog, Model
 from workers.table import InstanceTable, TableUnreadable
@@ -17,10 +18,11 @@ log = logging.getLogger(__name__)
 LISTED_STATES = ("loading", "loaded")
 
 
-def describe_model(model: Model, instances: list[dict] = ()) -> dict:
-    """Seed 004's fields for one model; `instances` are its rows of the instance listing."""
+def describe_model(model: Model, instances: list[dict] = (), failure: dict | None = None) -> dict:
+    """Seed 004's fields for one model; `instances` are its rows of the instance listing;
+    `failure` the table's latest failure record of the model, if any."""
     quant = model.quantization
-    return {
+    entry = {
         "type": model.type,
         "publisher": model.publisher,
         "key": model.key,
@@ -38,6 +40,17 @@ def describe_model(model: Model, instances: list[dict] = ()) -> dict:
         "variants": [f"{model.key}@{v.name}" for v in model.variants],
         "selected_variant": f"{model.key}@{model.selected.name}",
     }
+    if failure is not None:
+        entry["last_failure"] = describe_failure(failure)
+    return entry
+
+
+def describe_failure(failure: dict) -> dict:
+    """A failure record of the table (an instance that failed to load, crashed or exited
+    unasked) as the listing shows it."""
+    return {"instance_id": failure["instance_id"],
+            "time": datetime.fromtimestamp(failure["time"], timezone.utc).isoformat(timespec="seconds"),
+            "exit": failure.get("exit"), "error": failure["error"]}
 
 
 def describe_instance(row: dict) -> dict:
@@ -92,12 +105,14 @@ class ModelListing:
 
     def _merge(self, models: list[Model]) -> list[dict]:
         try:
-            table = self.table.read()
+            table, failures = self.table.snapshot()
         except TableUnreadable as exc:
             log.warning("listing without instances: %s", exc)
-            table = []
+            table, failures = [], []
+        last_failure = {f["model_key"]: f for f in failures}  # oldest first: the newest wins
         by_model: dict[str, list[dict]] = {}
         for row in sorted(table, key=lambda r: (r.get("created", 0), r["id"])):
             if row.get("state") in LISTED_STATES:
                 by_model.setdefault(row["model_key"], []).append(describe_instance(row))
-        return [describe_model(model, by_model.get(model.key, ())) for model in models]
+        return [describe_model(model, by_model.get(model.key, ()), last_failure.get(model.key))
+                for model in models]

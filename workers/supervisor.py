@@ -36,8 +36,10 @@ from pathlib import Path
 from config import Settings
 from workers import policy, procs
 from workers.catalog import Catalog
-from workers.errors import (IdentifierConflict, InstanceNotFound, LmhostError, ModelLoadFailed,
-                            to_wire)
+from workers.crashes import explain_crash, exit_status
+from workers.engine_probe import Verdict, cpu_info, rebuild_advice
+from workers.errors import (IdentifierConflict, InstanceCrashed, InstanceNotFound, LmhostError,
+                            ModelLoadFailed, to_wire)
 from workers.loadconfig import LoadPlan, plan_load
 from workers.protocol import Channel, ProtocolError
 from workers.table import InstanceTable, TableUnreadable
@@ -50,6 +52,7 @@ LOCK_FILE = "supervisor.lock"
 TTL_INTERVAL = 1.0
 LOG_TAIL_BYTES = 16384
 HANDLE_LENGTH = 12  # hex digits; keeps <state>/instances/<handle>.sock within AF_UNIX's 107 bytes
+FAILURES_KEPT = 20  # the table keeps this many recent failures, for the listing and requests
 
 
 class State(str, enum.Enum):
@@ -88,6 +91,7 @@ class InstanceRecord:
     load_time: float | None = None
     last_used: float | None = None
     error: LmhostError | None = None
+    cancelled: bool = False       # unloaded while loading: its death was asked for
     process: subprocess.Popen | None = field(default=None, repr=False)  # None when adopted
     reader: threading.Thread | None = field(default=None, repr=False)
 
@@ -132,8 +136,11 @@ def instance_call(socket_path: str, request: dict, timeout: float = 5.0) -> dict
 
 
 class Supervisor:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, engine: Verdict):
         self.settings = settings
+        self.engine = engine  # the engine probe's verdict: extra buffer types on or off
+        self.rebuild_advice = rebuild_advice(cpu_info()["flags"])
+        self.failures: list[dict] = []  # guarded by lock; newest last, FAILURES_KEPT at most
         self.state_dir = Path(settings.state_dir)
         self.catalog = Catalog(settings.models_dir, settings.state_dir)
         self.table = InstanceTable(settings.state_dir)
@@ -155,7 +162,7 @@ class Supervisor:
 
     def _write_table(self, durable: bool = True) -> None:
         # caller holds self.lock (lock order: supervisor lock, then the table's file lock)
-        self.table.write([r.to_row() for r in self.instances.values()], durable)
+        self.table.write([r.to_row() for r in self.instances.values()], durable, self.failures)
 
     def _transition(self, rec: InstanceRecord, new: State, **changes) -> None:
         """The one place an instance changes state. Caller holds self.lock."""
@@ -182,6 +189,7 @@ class Supervisor:
         they cannot finish). An unreadable table is rebuilt from the instances' sockets."""
         try:
             rows = self.table.read()
+            self.failures = self.table.read_failures()[-FAILURES_KEPT:]
         except TableUnreadable as exc:
             log.warning("instance table unreadable (%s): rebuilding it from live instances", exc)
             rows = []
@@ -277,7 +285,7 @@ class Supervisor:
             "variant": rec.variant, "path": rec.path, "type": rec.type,
             "load_config": rec.load_config, "ttl": rec.ttl, "created": rec.created,
             "estimate_bytes": rec.estimate_bytes, "llama_kwargs": plan.llama_kwargs,
-            "jit": rec.jit,
+            "jit": rec.jit, "extra_bufts": self.engine.extra_bufts,
         }
         with self.lock:
             if rec.state is not State.LOADING or self.instances.get(rec.id) is not rec:
@@ -467,25 +475,44 @@ class Supervisor:
                 self._deaths.register(fd, selectors.EVENT_READ, rec)
 
     def _reap(self, rec: InstanceRecord) -> None:
-        status = "unknown (adopted)"
-        if rec.process is not None:
-            code = rec.process.wait()
-            status = f"signal {-code}" if code < 0 else f"code {code}"
+        code = rec.process.wait() if rec.process is not None else None  # None: adopted
         if rec.reader is not None:
             rec.reader.join(timeout=5)  # its "failed" event carries the reason
         with self.lock:
             if rec.state is State.GONE:
                 return
-            asked = rec.state is State.UNLOADING
-            log.log(logging.INFO if asked else logging.WARNING,
-                    "instance %r (pid %s) exited with %s", rec.id, rec.pid, status)
-            if asked:  # stopped on request: its log has nothing to explain (failures keep theirs)
+            if rec.state is State.UNLOADING or rec.cancelled:  # stopped on request: nothing to explain
+                log.info("instance %r (pid %s) exited with %s", rec.id, rec.pid, exit_status(code))
                 self._log_path(rec.handle).unlink(missing_ok=True)
-            error = rec.error
-            if rec.state is State.LOADING and error is None:
-                error = ModelLoadFailed(self._failure_message(rec, f"the instance process exited with {status}"),
-                                        param="model")
+                self._transition(rec, State.GONE)
+                return
+            # a load that failed and said why ("failed" event, exit code 1), or a crash
+            error = rec.error or self._crash_error(rec, code)
+            log.warning("%s", error.message)
+            self._record_failure(rec, code, error)
             self._transition(rec, State.GONE, error=error)
+
+    def _crash_error(self, rec: InstanceRecord, code: int | None) -> LmhostError:
+        """The error for an instance that died unasked: named by its signal, with the tail of
+        its stderr and, for SIGILL, the likely cause and the fix."""
+        if rec.state is State.LOADING:
+            subject = f"instance {rec.id!r} loading {Path(rec.path).name}"
+        else:
+            subject = f"instance {rec.id!r} of model {rec.model_key!r}"
+        message = explain_crash(subject, code, self._log_tail(rec.handle),
+                                rebuild=self.rebuild_advice)
+        if rec.state is State.LOADING:
+            return ModelLoadFailed(message, param="model")
+        return InstanceCrashed(message, code="instance_crashed")
+
+    def _record_failure(self, rec: InstanceRecord, code: int | None, error: LmhostError) -> None:
+        """Keep the failure for the listing and for the HTTP worker whose request the instance
+        was serving. Caller holds self.lock; the transition that follows writes the table."""
+        self.failures.append({
+            "instance_id": rec.id, "model_key": rec.model_key, "variant": rec.variant,
+            "handle": rec.handle, "pid": rec.pid, "time": time.time(), "state": rec.state.value,
+            "exit": exit_status(code), "error": to_wire(error)})
+        del self.failures[:-FAILURES_KEPT]
 
     # -- unload and TTL --------------------------------------------------------------------
 
@@ -500,6 +527,7 @@ class Supervisor:
             if rec.state is State.LOADING:
                 rec.error = ModelLoadFailed(f"load of {instance_id!r} cancelled: the instance "
                                             "was unloaded while loading", param="model")
+                rec.cancelled = True
                 if rec.pid is None:
                     self._transition(rec, State.GONE)
                     return {"instance_id": instance_id}

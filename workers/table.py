@@ -27,16 +27,32 @@ class InstanceTable:
         self.path = Path(state_dir) / TABLE_FILE
         self.lock = FileLock(str(self.path) + ".lock", timeout=10)
 
-    def read(self) -> list[dict]:
+    def _read(self) -> dict:
         try:
             data = json.loads(self.path.read_bytes())
         except FileNotFoundError:
-            return []
+            return {"instances": [], "failures": []}
         except (OSError, ValueError) as exc:
             raise TableUnreadable(f"{self.path}: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
             raise TableUnreadable(f"{self.path}: not an instance table")
-        return data["instances"]
+        if not isinstance(data.get("failures", []), list):
+            raise TableUnreadable(f"{self.path}: its failures are not a list")
+        return data
+
+    def read(self) -> list[dict]:
+        """The instances' rows."""
+        return self._read()["instances"]
+
+    def snapshot(self) -> tuple[list[dict], list[dict]]:
+        """Rows and failures of one version of the table."""
+        data = self._read()
+        return data["instances"], data.get("failures", [])
+
+    def read_failures(self) -> list[dict]:
+        """The most recent failures (instances that failed to load, crashed or exited
+        unasked), oldest first, each with the error its load or request got."""
+        return self._read().get("failures", [])
 
     def stamp(self) -> tuple | None:
         """Changes whenever the table is replaced (a new inode each time): a cache key."""
@@ -46,10 +62,11 @@ class InstanceTable:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def write(self, rows: list[dict], durable: bool = True) -> None:
+    def write(self, rows: list[dict], durable: bool = True, failures: list[dict] = ()) -> None:
         """Replace the table. `durable=False` skips the fsyncs, for updates whose loss in a
         power cut costs nothing (load progress): the rename still makes them atomic."""
-        body = json.dumps({"version": VERSION, "instances": rows}, indent=1).encode()
+        body = json.dumps({"version": VERSION, "instances": rows, "failures": list(failures)},
+                          indent=1).encode()
         tmp = self.path.with_name(f"{TABLE_FILE}.{os.getpid()}.tmp")
         with self.lock:
             with open(tmp, "wb") as f:

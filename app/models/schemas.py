@@ -38,6 +38,23 @@ class LoadedInstanceSchema(Schema):
     ttl_seconds = fields.Integer(metadata={"description": "extension: idle seconds before auto-unload"})
 
 
+class ErrorBodySchema(Schema):
+    type = fields.String()
+    message = fields.String()
+    code = fields.String(allow_none=True)
+    param = fields.String(allow_none=True)
+
+
+class FailureSchema(Schema):
+    instance_id = fields.String()
+    time = fields.String(metadata={"description": "when it ended, ISO 8601 UTC"})
+    exit = fields.String(allow_none=True,
+                         metadata={"description": 'how the process ended: "SIGILL (illegal '
+                                                  'instruction)", "exit code 1"'})
+    error = fields.Nested(ErrorBodySchema,
+                          metadata={"description": "the error its load or request got"})
+
+
 class ModelSchema(Schema):
     type = fields.String(metadata={"description": '"llm" | "embedding"'})
     publisher = fields.String()
@@ -54,6 +71,9 @@ class ModelSchema(Schema):
     description = fields.String(allow_none=True)
     variants = fields.List(fields.String(), metadata={"description": "extension: key@variant"})
     selected_variant = fields.String(metadata={"description": "extension: the default variant"})
+    last_failure = fields.Nested(FailureSchema, metadata={
+        "description": "extension: the latest instance of this model that failed to load, "
+                       "crashed or exited unasked (absent when none did)"})
 
     @post_dump
     def drop_llm_only_fields(self, data, **kwargs):

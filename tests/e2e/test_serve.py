@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import LMHOST, clean_env
-from tests.helpers import our_processes, wait_for
+from tests.helpers import our_processes, spare_pids, wait_for
 
 
 def demo(models_dir) -> subprocess.CompletedProcess:
@@ -125,12 +125,7 @@ def test_sigkill_of_the_http_worker_during_a_load(short_tmp, serve):
     server = serve(models, "--workers", "1")
     table = InstanceTable(server.state_dir)
 
-    def spare():
-        owned = {r["pid"] for r in table.read()}
-        return [p for p in our_processes(server.state_dir)
-                if b"workers.instance" in open(f"/proc/{p}/cmdline", "rb").read() and p not in owned]
-
-    (spare_pid,) = wait_for(spare, timeout=15, what="the spare instance process")
+    (spare_pid,) = wait_for(lambda: spare_pids(server.state_dir), timeout=15, what="the spare instance process")
     os.kill(spare_pid, signal.SIGSTOP)  # the load will take it and stall
     (worker,) = _children(server.proc.pid)
     with ThreadPoolExecutor(1) as pool:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from filelock import FileLock
 
-from tests.helpers import our_processes, wait_for
+from tests.helpers import our_processes, spare_pids, wait_for
 from workers import client as supervisor_client
 from workers import procs
 from workers.supervisor import PID_FILE
@@ -21,26 +21,11 @@ from workers.supervisor import PID_FILE
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def spare_pids(live) -> list[int]:
-    """Pre-started instance processes: instance processes that no table row owns."""
-    owned = {row["pid"] for row in live.table()}
-    return [pid for pid in our_processes(live.state_dir)
-            if b"workers.instance" in _cmdline(pid) and pid not in owned]
-
-
 @pytest.fixture
 def stalled_spare(live):
     """Freeze the spare process (SIGSTOP): the next load takes it and stays "loading" until
     the test lets it go on (SIGCONT). A real stall of a real process, no test hook."""
-    (spare,) = wait_for(lambda: spare_pids(live), timeout=10, what="the spare process")
+    (spare,) = wait_for(lambda: spare_pids(live.state_dir), timeout=10, what="the spare process")
     os.kill(spare, signal.SIGSTOP)
     yield spare
     try:
