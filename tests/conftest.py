@@ -91,14 +91,17 @@ class Live:
 
 
 @pytest.fixture
-def live(short_tmp):
+def live(short_tmp, request):
+    """A real supervisor over the demo models. Settings can be overridden per test with
+    ``@pytest.mark.parametrize("live", [{"unload_timeout": 60}], indirect=True)``."""
     from tests.helpers import our_processes, wait_for
     from workers import synthetic
     from workers.client import start_supervisor, stop_supervisor
 
     synthetic.write_demo_models(short_tmp / "models")
+    overrides = {"instance_threads": 1, "unload_timeout": 5, **getattr(request, "param", {})}
     settings = load_settings(env={}, models_dir=short_tmp / "models", state_dir=short_tmp / "state",
-                             instance_threads=1, unload_timeout=5)
+                             **overrides)
     assert start_supervisor(settings, wait=30)
     yield Live(settings)
     stop_supervisor(settings, timeout=20)

@@ -6,8 +6,9 @@ once and the starter's child exits at once, so no HTTP worker keeps a zombie. An
 ``flock`` on ``<state>/supervisor.lock``, held for life, makes a second supervisor exit quietly.
 
 Before anything else it asks `workers.engine_probe` whether the llama.cpp engine runs on this
-host (cached; a fresh probe takes about a second). An engine that cannot decode here at all makes
-it exit with `EXIT_ENGINE_UNUSABLE` and the fix in its log, before it forks: the starter sees it.
+host (cached; a fresh probe takes about half a second). An engine that cannot decode here at all
+makes it exit with `EXIT_ENGINE_UNUSABLE` and the fix in its log, before it forks: the starter
+sees it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import threading
 
 from config import ConfigError, load_settings
 from workers import engine_probe, procs
-from workers.protocol import listen
-from workers.supervisor import LOCK_FILE, PID_FILE, SOCKET_FILE, Supervisor
+from workers.statedir import StateDir
+from workers.supervisor import Supervisor
 
 log = logging.getLogger("workers.supervisor")
 
@@ -42,8 +43,7 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s [supervisor %(process)d] %(levelname)s %(message)s")
-    state_dir = settings.state_dir
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir = StateDir(settings.state_dir).create()
     engine = engine_probe.check_engine(settings.cache_dir)
     if not engine.usable:
         log.error("%s", engine.reason)
@@ -53,39 +53,28 @@ def main(argv=None) -> int:
     if args.daemon and os.fork():
         os._exit(0)  # single-threaded here: forking is safe
 
-    lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    lock_fd = os.open(state_dir.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.info("another supervisor holds %s: exiting", state_dir / LOCK_FILE)
+        log.info("another supervisor holds %s: exiting", state_dir.lock_file)
         return 0
-
-    supervisor = Supervisor(settings, engine)
-    supervisor.adopt_instances()
-    socket_path = str(state_dir / SOCKET_FILE)
-    listener = listen(socket_path)
-    pid_file = state_dir / PID_FILE
-    pid_file.write_text(f"{os.getpid()} {procs.start_time(os.getpid())}\n")
 
     terminate = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: terminate.set())  # handlers only enqueue
-    for target in (supervisor.watch_deaths, supervisor.expire_idle, supervisor.refill_spares):
-        threading.Thread(target=target, name=target.__name__, daemon=True).start()
-    threading.Thread(target=supervisor.serve, args=(listener,), name="control", daemon=True).start()
-    log.info("supervising %s (models in %s)", state_dir, settings.models_dir)
+    supervisor = Supervisor(settings, engine)
+    supervisor.start()
+    state_dir.pid_file.write_text(f"{os.getpid()} {procs.start_time(os.getpid())}\n")
+    log.info("supervising %s (models in %s)", state_dir.path, settings.models_dir)
 
     while not (terminate.wait(0.5) or supervisor.done.is_set()):
         pass
-    if not supervisor.done.is_set():
+    if not supervisor.done.is_set():  # a signal, not the "shutdown" op (which stopped all)
         log.info("stopping: unloading every instance")
-        supervisor.stop_all()
-    listener.close()
-    for path in (socket_path, pid_file):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        supervisor.stop()
+    supervisor.close()
+    state_dir.pid_file.unlink(missing_ok=True)
     log.info("stopped")
     return 0
 

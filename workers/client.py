@@ -24,18 +24,17 @@ from config import Settings, to_env
 from workers import engine_probe, procs
 from workers.errors import Unavailable, from_wire
 from workers.protocol import Channel, ProtocolError
-from workers.supervisor import PID_FILE, SOCKET_FILE
+from workers.statedir import StateDir
 from workers.table import InstanceTable, TableUnreadable
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2.0
 RESTART_WAIT = 10.0
-START_LOCK = "supervisor.start.lock"
 
 
 def _connect(settings: Settings) -> Channel:
-    return Channel.connect(str(settings.state_dir / SOCKET_FILE), CONNECT_TIMEOUT)
+    return Channel.connect(StateDir(settings.state_dir).supervisor_socket, CONNECT_TIMEOUT)
 
 
 def ping(settings: Settings) -> bool:
@@ -60,7 +59,7 @@ def start_supervisor(settings: Settings, wait: float | None = None) -> bool:
     engine = engine_probe.check_engine(settings.cache_dir)
     if not engine.usable:
         raise EngineUnusable(engine.reason)
-    lock = FileLock(str(settings.state_dir / START_LOCK))
+    lock = FileLock(str(StateDir(settings.state_dir).start_lock))
     try:
         lock.acquire(timeout=wait)
     except Timeout:
@@ -88,8 +87,8 @@ def start_supervisor(settings: Settings, wait: float | None = None) -> bool:
 def stop_supervisor(settings: Settings, timeout: float) -> None:
     """Stop the supervisor and with it every instance; kill whatever is left after `timeout`.
     Used when the service stops (gunicorn's on_exit)."""
-    instances_dir = settings.state_dir / "instances"
-    if not ping(settings) and any(instances_dir.glob("*.sock")):
+    state_dir = StateDir(settings.state_dir)
+    if not ping(settings) and any(state_dir.instances.glob("*.sock")):
         # Instances without a supervisor (it crashed, and maybe the table is damaged): a new
         # supervisor adopts them from their sockets, so that the shutdown below reaches them.
         start_supervisor(settings, wait=10)
@@ -100,9 +99,8 @@ def stop_supervisor(settings: Settings, timeout: float) -> None:
             channel.recv()
     except (OSError, ProtocolError):
         log.warning("supervisor did not confirm its shutdown: stopping what is left by pid")
-    pid_file = settings.state_dir / PID_FILE
     try:
-        pid, started = (int(x) for x in pid_file.read_text().split())
+        pid, started = (int(x) for x in state_dir.pid_file.read_text().split())
         if not procs.wait_gone(pid, started, 10):
             procs.stop_process(pid, started, 5)
     except (OSError, ValueError):

@@ -58,6 +58,14 @@ def stderr_tail(text: str, lines: int = 4) -> str:
     return tail if len(tail) <= TAIL_CHARS else "…" + tail[-TAIL_CHARS:]
 
 
+def failure_reason(stderr_text: str, fallback: str) -> str:
+    """llama.cpp's own words for a failed load, from the tail of the instance's stderr."""
+    lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
+    wanted = re.compile(r"error|failed|invalid|GGML_ASSERT|abort|exception|unable|cannot", re.I)
+    picked = [line for line in lines if wanted.search(line) and not _OURS.search(line)]
+    return " | ".join(picked[-4:]) or fallback
+
+
 def explain_crash(subject: str, returncode: int | None, stderr_text: str, *,
                   rebuild: str = "") -> str:
     """One message for a process that died unasked: `subject` (e.g. "instance 'x' loading

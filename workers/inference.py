@@ -25,8 +25,8 @@ from workers import policy
 from workers.catalog import Catalog
 from workers.client import SupervisorClient
 from workers.errors import InvalidRequest, LmhostError, Overloaded, Unavailable, from_wire
-from workers.protocol import Channel, ProtocolError
-from workers.supervisor import instance_call
+from workers.protocol import Channel, ProtocolError, call
+from workers.records import State
 from workers.table import InstanceTable, TableUnreadable
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Inference:
 
     def _rows(self) -> list[dict]:
         try:
-            return [r for r in self.table.read() if r.get("state") == policy.LOADED]
+            return [r for r in self.table.read() if r.get("state") == State.LOADED]
         except TableUnreadable:
             return []
 
@@ -133,7 +133,7 @@ class Inference:
             statuses = []
             for row in rows:
                 try:
-                    statuses.append((row["id"], instance_call(row["socket"], {"op": "status"}, 2.0)))
+                    statuses.append((row["id"], call(row["socket"], {"op": "status"}, 2.0)))
                 except (OSError, ProtocolError):
                     continue  # dead or unloading: the supervisor drops its row
             order = policy.pick_least_busy(statuses)

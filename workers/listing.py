@@ -11,11 +11,11 @@ import threading
 from datetime import datetime, timezone
 
 from workers.catalog import Catalog, Model
+from workers.records import LISTED_STATES
 from workers.table import InstanceTable, TableUnreadable
 
 log = logging.getLogger(__name__)
 
-LISTED_STATES = ("loading", "loaded")
 
 
 def describe_model(model: Model, instances: list[dict] = (), failure: dict | None = None) -> dict:

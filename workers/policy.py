@@ -6,7 +6,7 @@ supervisor acts on the answer under its lock. Unit-tested without processes.
 
 from __future__ import annotations
 
-LOADING, LOADED, UNLOADING = "loading", "loaded", "unloading"
+from workers.records import State
 
 
 def default_identifier(reference: str, taken: set[str]) -> str:
@@ -23,8 +23,8 @@ def pick_reusable(rows: list[dict], model_key: str, variant: str) -> dict | None
     """The instance a get-or-load of (model, variant) should wait for and return: a loaded one
     first (the oldest), else one still loading; never one that is unloading."""
     candidates = [r for r in rows if r["model_key"] == model_key and r["variant"] == variant
-                  and r["state"] in (LOADED, LOADING)]
-    candidates.sort(key=lambda r: (r["state"] != LOADED, r["created"], r["id"]))
+                  and r["state"] in (State.LOADED, State.LOADING)]
+    candidates.sort(key=lambda r: (r["state"] != State.LOADED, r["created"], r["id"]))
     return candidates[0] if candidates else None
 
 
@@ -46,7 +46,7 @@ def jit_evictions(rows: list[dict], new_id: str) -> list[dict]:
     """Auto-evict (LM Studio's): a new JIT load unloads the earlier JIT-loaded instances.
     Explicitly loaded ones are never candidates, nor is anything still loading; whether a
     candidate is idle is decided by the instance itself, atomically (op "evict")."""
-    return [r for r in rows if r.get("jit") and r["state"] == LOADED and r["id"] != new_id]
+    return [r for r in rows if r.get("jit") and r["state"] == State.LOADED and r["id"] != new_id]
 
 
 def pick_least_busy(candidates: list[tuple[str, dict]]) -> list[str]:

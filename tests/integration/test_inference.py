@@ -8,6 +8,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.helpers import wait_for
 from workers.protocol import Channel
 
@@ -54,6 +56,8 @@ def _stream(client, body):
     return response, (line for chunk in response.response for line in chunk.decode().splitlines() if line)
 
 
+# the unload timeout bounds how long the stream may take: generous, for a busy machine
+@pytest.mark.parametrize("live", [{"unload_timeout": 120}], indirect=True)
 def test_unload_waits_for_the_request_in_flight(live):
     live.load(model="tiny-llama")
     # 1900 tokens is more than the socket buffers hold: while the test does not read, the

@@ -16,7 +16,7 @@ from filelock import FileLock
 from tests.helpers import our_processes, spare_pids, wait_for
 from workers import client as supervisor_client
 from workers import procs
-from workers.supervisor import PID_FILE
+from workers.statedir import StateDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -80,7 +80,7 @@ def test_unloading_a_loading_instance_fails_its_load_fast(live, stalled_spare):
 
 
 def _supervisor_pid(live) -> tuple[int, int]:
-    pid, started = (int(x) for x in (live.state_dir / PID_FILE).read_text().split())
+    pid, started = (int(x) for x in StateDir(live.state_dir).pid_file.read_text().split())
     return pid, started
 
 
@@ -129,7 +129,7 @@ def test_control_calls_answer_503_while_the_supervisor_cannot_start(live, monkey
     wait_for(lambda: not procs.same_process(pid, started), timeout=5, what="the supervisor to die")
     monkeypatch.setattr(supervisor_client, "RESTART_WAIT", 1.0)
     # another worker "is starting it" (holds the start lock) and never finishes
-    with FileLock(str(live.state_dir / supervisor_client.START_LOCK)):
+    with FileLock(str(StateDir(live.state_dir).start_lock)):
         began = time.monotonic()
         response = live.load(model="tiny-llama")
         assert time.monotonic() - began < 5

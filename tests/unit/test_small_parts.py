@@ -1,4 +1,5 @@
-"""Lenient JSON bodies, llama.cpp failure reasons, state transitions, instance expiry."""
+"""Lenient JSON bodies, llama.cpp failure reasons, an instance's queue and expiry (with a fake
+model and an injected clock)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import threading
 import pytest
 
 from app.jsonbody import loads_lenient, strip_trailing_commas
-from workers.instance import Instance
-from workers.supervisor import TRANSITIONS, State, failure_reason
+from tests.helpers import wait_for
+from workers.crashes import failure_reason
+from workers.instance.server import Instance
 
 
 def test_trailing_commas_are_dropped_outside_strings_only():
@@ -33,13 +35,6 @@ def test_failure_reason_quotes_llama_cpp_not_our_own_lines():
     assert reason.startswith("llama_model_load: error loading model: tensor")
     assert "failed to load model" in reason and "[instance" not in reason
     assert failure_reason("nothing useful here", "exit code 1") == "exit code 1"
-
-
-def test_transitions_form_the_documented_diagram():
-    assert TRANSITIONS[State.LOADING] == {State.LOADED, State.GONE}
-    assert TRANSITIONS[State.LOADED] == {State.UNLOADING, State.GONE}
-    assert TRANSITIONS[State.UNLOADING] == {State.GONE}
-    assert TRANSITIONS[State.GONE] == set()
 
 
 class FakeChannel:
@@ -66,35 +61,45 @@ class BlockingLlm:
         return {"choices": [{"text": "ok"}]}
 
 
-def test_expiry_never_cuts_a_running_or_queued_request(tmp_path, monkeypatch):
-    llm = BlockingLlm()
-    instance = Instance({"instance_id": "x"}, llm, str(tmp_path / "x.sock"), queue_size=1)
-    finished = []
-    monkeypatch.setattr(instance, "_finish", lambda timeout: finished.append(timeout))
-    worker = threading.Thread(target=instance._execute_jobs, daemon=True)
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_expiry_never_cuts_a_running_or_queued_request(tmp_path):
+    llm, clock = BlockingLlm(), Clock()
+    instance = Instance({"instance_id": "x"}, llm, str(tmp_path / "x.sock"), queue_size=1,
+                        clock=clock)
+    exits = []
+    instance.exit = lambda: exits.append(True)  # instead of ending the test process
+    worker = threading.Thread(target=instance.execute_jobs, daemon=True)
     worker.start()
 
-    assert instance._enqueue({"kind": "completion", "params": {}}, FakeChannel())
+    assert instance.enqueue({"kind": "completion", "params": {}}, FakeChannel())
     assert llm.started.wait(5)  # running: the queue (size 1) is empty again
-    assert instance._enqueue({"kind": "completion", "params": {}}, FakeChannel())  # queued
+    assert instance.enqueue({"kind": "completion", "params": {}}, FakeChannel())  # queued
     refused = FakeChannel()
-    assert not instance._enqueue({"kind": "completion", "params": {}}, refused)
+    assert instance.enqueue({"kind": "completion", "params": {}}, refused) is None
     assert refused.sent[0]["error"]["type"] == "overloaded"
-    instance.last_used -= 3600  # long ago: only the work in flight keeps it alive
+    clock.now += 3600  # long after the last request began: only the work in flight keeps it
     assert instance.expire(1)["expired"] is False
     status = instance.status()
     assert (status["busy"], status["queued"]) == (True, 1)
 
     llm.release.set()
-    deadline = threading.Event()
-    while instance.status()["busy"] or instance.status()["queued"]:
-        deadline.wait(0.01)
+    wait_for(lambda: not (instance.status()["busy"] or instance.status()["queued"]), timeout=10,
+             what="both jobs to finish")
     assert instance.expire(3600)["expired"] is False  # just used
-    instance.last_used -= 3600
+    assert instance.expire(1) == {"expired": False, "last_used_ago": 0.0}
+    clock.now += 1
     assert instance.expire(1)["expired"] is True
     assert instance.stopping.is_set()
     late = FakeChannel()
-    assert not instance._enqueue({"kind": "completion", "params": {}}, late)
+    assert instance.enqueue({"kind": "completion", "params": {}}, late) is None
     assert late.sent[0]["error"]["type"] == "unavailable"
+    wait_for(lambda: exits, timeout=10, what="the instance to exit once idle")
     instance.jobs.put(None)
     worker.join(5)

@@ -1,0 +1,203 @@
+"""The serving side of an instance: its socket, its bounded job queue and its own view of
+whether it is idle, which is what TTL expiry, eviction and unload ask for.
+
+Ops on ``<state>/instances/<handle>.sock``: ``info`` and ``status`` answered at once;
+``expire`` (TTL) and ``evict`` stop the instance only if it is idle, decided and acted on under
+`state_lock`, so no request can be accepted in between; ``shutdown`` stops accepting, lets the
+running job finish (bounded), fails queued jobs and exits; ``run`` queues an inference job
+(`jobs.run_job`). One executor thread runs the jobs one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Callable
+
+from workers import policy
+from workers.instance.jobs import run_job
+from workers.protocol import Channel, ProtocolError, UnixServer
+
+log = logging.getLogger("workers.instance")
+
+
+class Job:
+    def __init__(self, request: dict, channel: Channel):
+        self.request = request
+        self.channel = channel
+        self.done = threading.Event()
+
+
+class Instance:
+    def __init__(self, spec: dict, llm, socket_path: str, queue_size: int,
+                 clock: Callable[[], float] = time.monotonic):
+        self.spec = spec
+        self.llm = llm
+        self.socket_path = socket_path
+        self.clock = clock  # CLOCK_MONOTONIC: comparable across processes (policy.ttl_expired)
+        # The bound is enforced through `pending` below, not by the Queue: Queue(maxsize=0)
+        # would mean "unbounded", and LMHOST_QUEUE_SIZE=0 means "nothing waits".
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.queue_size = queue_size
+        # `pending` counts accepted jobs, queued or running; "idle" means pending == 0. It and
+        # `stopping` change together under state_lock, so an expiry can never slip between a
+        # request being accepted and it running.
+        self.state_lock = threading.Lock()
+        self.pending = 0
+        self.running = False
+        self.last_used = clock()
+        self.stopping = threading.Event()
+        self.server: UnixServer | None = None
+        self.exit: Callable[[], None] = lambda: os._exit(0)  # llama.cpp's destructors add nothing but time
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Listen on the socket (before "loaded" is reported: the supervisor may call at once)."""
+        self.server = UnixServer(self.socket_path, self.handle)
+
+    def serve(self) -> None:
+        """Run the executor and accept connections until stopped."""
+        threading.Thread(target=self.execute_jobs, name="executor", daemon=True).start()
+        self.server.serve_forever(poll_interval=0.2)
+
+    def handle(self, channel: Channel) -> None:
+        try:
+            request = channel.recv()
+            op = request.get("op")
+            if op == "info":
+                channel.send(self.info())
+            elif op == "status":
+                channel.send(self.status())
+            elif op == "expire":
+                channel.send(self.expire(float(request["ttl"])))
+            elif op == "evict":
+                channel.send(self.evict())
+            elif op == "shutdown":
+                channel.send({"ok": True})
+                self.stop(float(request.get("graceful_timeout", 30)))
+            elif op == "run":
+                job = self.enqueue(request, channel)
+                if job is not None:
+                    job.done.wait()  # the connection stays open for the job's answer
+            else:
+                channel.send({"error": {"type": "invalid_request", "message": f"unknown op {op!r}"}})
+        except (ProtocolError, OSError, ValueError, KeyError):
+            pass
+
+    def enqueue(self, request: dict, channel: Channel) -> Job | None:
+        """Accept a job, or refuse it: unloading, queue full, or (``"if_idle": true``, used by
+        routing to find an idle instance among several) busy."""
+        with self.state_lock:
+            if self.stopping.is_set():
+                refusal = {"type": "unavailable", "message": "instance is unloading"}
+            elif request.get("if_idle") and self.pending:
+                refusal = {"type": "busy", "message": "instance is busy"}
+            elif self.pending >= 1 + self.queue_size:  # one running, queue_size waiting
+                refusal = {"type": "overloaded", "message": "the instance's queue is full"}
+            else:
+                job = Job(request, channel)
+                self.jobs.put_nowait(job)
+                self.pending += 1
+                return job
+        channel.send({"error": refusal})
+        return None
+
+    def execute_jobs(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            with self.state_lock:
+                self.running = True
+                self.last_used = self.clock()
+            try:
+                run_job(self.llm, job.request, job.channel)
+            except (OSError, ProtocolError):
+                pass  # the client went away: its generation stops here
+            except Exception as exc:  # noqa: BLE001 - a bad request must not kill the instance
+                log.exception("job failed")
+                try:
+                    job.channel.send({"error": {"type": "invalid_request", "message": str(exc)}})
+                except OSError:
+                    pass
+            finally:
+                with self.state_lock:
+                    self.last_used = self.clock()
+                    self.running = False
+                    self.pending -= 1
+                job.done.set()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        return {**self.spec, "pid": os.getpid(), "socket": self.socket_path}
+
+    def _status(self) -> dict:
+        # caller holds state_lock
+        return {"busy": self.running, "queued": self.pending - self.running,
+                "last_used": self.last_used, "now": self.clock()}
+
+    def status(self) -> dict:
+        with self.state_lock:
+            return self._status()
+
+    def _stop_if(self, decide) -> tuple[bool, dict]:
+        """Stop (as after `shutdown` with no grace) if `decide(status)` says so. Decided and
+        acted on under state_lock, so no request can be accepted between the two."""
+        with self.state_lock:
+            status = self._status()
+            stop = not self.stopping.is_set() and decide(status)
+            if stop:
+                self.stopping.set()
+        if stop:
+            threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
+        return stop, status
+
+    def expire(self, ttl: float) -> dict:
+        """TTL: stop if idle (nothing queued or running) for `ttl` seconds."""
+        expired, status = self._stop_if(lambda s: policy.ttl_expired(ttl, s))
+        idle_for = status["now"] - status["last_used"] if policy.idle(status) else 0.0
+        return {"expired": expired, "last_used_ago": idle_for}
+
+    def evict(self) -> dict:
+        """Auto-evict: stop if idle right now."""
+        evicted, _ = self._stop_if(policy.idle)
+        return {"evicted": evicted}
+
+    def stop(self, graceful_timeout: float) -> None:
+        """Stop accepting, let the running job finish (bounded), fail queued jobs, exit."""
+        with self.state_lock:
+            if self.stopping.is_set():
+                return
+            self.stopping.set()
+        threading.Thread(target=self._finish, args=(graceful_timeout,), daemon=True).start()
+
+    def _finish(self, graceful_timeout: float) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                continue
+            with self.state_lock:
+                self.pending -= 1
+            try:
+                job.channel.send({"error": {"type": "unavailable", "message": "instance unloaded"}})
+            except OSError:
+                pass
+            finally:
+                job.done.set()
+        deadline = time.monotonic() + graceful_timeout
+        while self.pending > 0 and time.monotonic() < deadline:  # the job in flight
+            time.sleep(0.01)
+        sys.stderr.flush()
+        self.exit()

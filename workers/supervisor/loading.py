@@ -1,0 +1,217 @@
+"""Loading: a load request becomes a LOADING row, a process (a spare when there is one) gets
+its spec, its events drive progress and the LOADED transition, and the caller waits for that.
+
+Get-or-load (``reuse_existing``, what JIT and the SDK's ``model()`` use) is decided under the
+registry's lock together with the identifier: N concurrent calls load once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable
+
+from config import Settings
+from workers import policy
+from workers.catalog import Catalog
+from workers.crashes import failure_reason
+from workers.engine_probe import Verdict
+from workers.errors import IdentifierConflict, ModelLoadFailed
+from workers.loadconfig import LoadPlan, plan_load
+from workers.records import State
+from workers.statedir import StateDir
+from workers.supervisor.processes import InstanceProcess, Launcher, graceful_then_kill
+from workers.supervisor.registry import Instance, Registry
+
+log = logging.getLogger("workers.supervisor")
+
+SPARE_EXIT_WAIT = 5.0
+
+
+class SparePool:
+    """Instance processes started ahead, with llama_cpp already imported, so that a load skips
+    the import. Refilled after a load is over, never during one: on a small machine a spare
+    importing llama_cpp next to a loading model slows the load."""
+
+    def __init__(self, launcher: Launcher, size: int, state_dir: StateDir):
+        self.launcher = launcher
+        self.size = size
+        self.state_dir = state_dir
+        self.lock = threading.Lock()
+        self.spares: list[InstanceProcess] = []  # guarded by lock
+        self.refilling = False                    # guarded by lock
+        self.closed = False                       # guarded by lock
+
+    def take(self) -> InstanceProcess:
+        """A spare that is still alive, or a freshly spawned process. Raises OSError."""
+        with self.lock:
+            while self.spares:
+                process = self.spares.pop(0)
+                if process.alive():
+                    return process
+        return self.launcher.spawn()
+
+    def refill_later(self) -> None:
+        threading.Thread(target=self.refill, name="spares", daemon=True).start()
+
+    def refill(self) -> None:
+        """Start spares until the pool is full; one refilling thread at a time."""
+        with self.lock:
+            if self.refilling or self.closed:
+                return
+            self.refilling = True
+        try:
+            while True:
+                with self.lock:
+                    if self.closed or len(self.spares) >= self.size:
+                        return
+                try:
+                    spare = self.launcher.spawn()
+                except OSError as exc:
+                    log.warning("cannot start a spare instance process: %s", exc)
+                    return
+                with self.lock:
+                    self.spares.append(spare)
+        finally:
+            with self.lock:
+                self.refilling = False
+
+    def close(self) -> None:
+        """Dismiss every spare (EOF on stdin, then a kill) and remove its log."""
+        with self.lock:
+            self.closed = True
+            spares, self.spares = self.spares, []
+        for process in spares:
+            self.dismiss(process)
+
+    def dismiss(self, process: InstanceProcess) -> None:
+        """Let a process that never got a spec go (EOF on its stdin), and remove its log."""
+        graceful_then_kill(process.dismiss, process.wait_exit, process, SPARE_EXIT_WAIT,
+                           f"spare process {process.pid}")
+        self.state_dir.log(process.handle).unlink(missing_ok=True)
+
+
+class Loader:
+    def __init__(self, settings: Settings, engine: Verdict, catalog: Catalog, registry: Registry,
+                 spares: SparePool, watch: Callable[[Instance], None],
+                 evict_for: Callable[[Instance], None]):
+        self.settings = settings
+        self.state_dir = spares.state_dir
+        self.engine = engine          # the engine probe's verdict: extra buffer types on or off
+        self.catalog = catalog
+        self.registry = registry
+        self.spares = spares
+        self.watch = watch            # the death watch follows every process we start
+        self.evict_for = evict_for    # auto-evict before a JIT load
+
+    def load(self, request: dict, emit: Callable[[dict], None]) -> dict:
+        """Load (or, with reuse_existing, get-or-load) and return seed 000's response.
+        `emit(event)` receives progress events; it may fail (the caller went away): the load
+        goes on regardless and the instance stays loaded."""
+        reference = request["model"]
+        model, variant = self.catalog.resolve(reference)
+        plan = plan_load(request, model, variant,
+                         default_context_length=self.settings.context_length,
+                         n_threads=self.settings.threads_per_instance)
+        with self.registry.lock:
+            instance = self._reusable(request, plan)
+            reused = instance is not None
+            if not reused:
+                instance = self._new_instance(request, reference, plan)
+                self.registry.add(instance)
+        if not reused:
+            if instance.jit and self.settings.auto_evict:
+                self.evict_for(instance)
+            self._start(instance, plan)
+        return self._await_loaded(instance, emit, reused, bool(request.get("echo_load_config")))
+
+    def _reusable(self, request: dict, plan: LoadPlan) -> Instance | None:
+        # caller holds the registry's lock
+        if not request.get("reuse_existing"):
+            return None
+        row = policy.pick_reusable(self.registry.rows(), plan.model_key, plan.variant)
+        return self.registry.instances[row["id"]] if row is not None else None
+
+    def _new_instance(self, request: dict, reference: str, plan: LoadPlan) -> Instance:
+        # caller holds the registry's lock
+        identifier = request.get("identifier")
+        if identifier is not None and identifier in self.registry.instances:
+            raise IdentifierConflict(f"an instance with identifier {identifier!r} exists or is "
+                                     "loading", param="identifier")
+        return Instance(
+            id=identifier or policy.default_identifier(reference, set(self.registry.instances)),
+            model_key=plan.model_key, variant=plan.variant, path=plan.path, type=plan.type,
+            load_config=plan.load_config, ttl=request.get("ttl"),
+            created=self.registry.wall_clock(), estimate_bytes=plan.estimate_bytes,
+            jit=bool(request.get("jit")))
+
+    def _start(self, instance: Instance, plan: LoadPlan) -> None:
+        """Hand the load to a process, unless the instance was unloaded meanwhile."""
+        try:
+            process = self.spares.take()
+        except OSError as exc:
+            self.registry.gone(instance, "not started",
+                               ModelLoadFailed(f"cannot start an instance process: {exc}"))
+            return
+        follower = threading.Thread(target=self._follow, args=(instance, process),
+                                    name=f"events-{instance.id}", daemon=True)
+        with self.registry.lock:
+            cancelled = instance.state is not State.LOADING
+            if not cancelled:
+                instance.process, instance.handle = process, process.handle
+                instance.pid, instance.started = process.pid, process.started
+                instance.follower = follower
+                self.registry.write()
+                self.watch(instance)
+        if cancelled:  # unloaded before it had a process
+            self.spares.dismiss(process)
+            return
+        process.send_spec({
+            "instance_id": instance.id, "handle": process.handle, "model_key": instance.model_key,
+            "variant": instance.variant, "path": instance.path, "type": instance.type,
+            "load_config": instance.load_config, "ttl": instance.ttl,
+            "created": instance.created, "estimate_bytes": instance.estimate_bytes,
+            "llama_kwargs": plan.llama_kwargs, "jit": instance.jit,
+            "extra_bufts": self.engine.extra_bufts})
+        follower.start()
+
+    def _follow(self, instance: Instance, process: InstanceProcess) -> None:
+        """The instance's events until its stdout closes: progress, then loaded or failed."""
+        for event in process.events():
+            kind = event.get("event")
+            if kind == "progress":
+                self.registry.progress(instance, float(event.get("progress", 0.0)))
+            elif kind == "loaded":
+                self.registry.loaded(instance, event["socket"], event["load_time_seconds"])
+            elif kind == "failed":  # then it exits: the death watch reaps it with this reason
+                tail = self.state_dir.log_tail(instance.handle)
+                instance.error = ModelLoadFailed(
+                    f"failed to load {Path(instance.path).name}: "
+                    f"{failure_reason(tail, event.get('message') or 'the instance process exited')}",
+                    param="model")
+
+    def _await_loaded(self, instance: Instance, emit, reused: bool, echo: bool) -> dict:
+        sent = -1.0
+        while True:
+            with self.registry.lock:
+                while instance.state is State.LOADING and instance.progress <= sent:
+                    self.registry.changed.wait(timeout=1.0)
+                state, progress, error = instance.state, instance.progress, instance.error
+            if progress > sent and state is not State.GONE:
+                sent = progress
+                emit({"event": "progress", "progress": progress})
+            if state is State.GONE:
+                raise error or ModelLoadFailed(f"instance {instance.id!r} was unloaded before it "
+                                               "loaded")
+            if state is not State.LOADING:
+                break
+        if sent < 1.0:
+            emit({"event": "progress", "progress": 1.0})
+        result = {"type": instance.type, "model_instance_id": instance.id,
+                  "instance_id": instance.id,
+                  "load_time_seconds": round(instance.load_time or 0.0, 3),
+                  "status": "loaded", "reused": reused}
+        if echo:
+            result["load_config"] = instance.load_config
+        return result

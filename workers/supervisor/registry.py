@@ -1,0 +1,152 @@
+"""The instances the supervisor knows, and the only code that changes their state.
+
+Every transition of the diagram in `workers.records` is a method here (`loaded`, `retiring`,
+`gone`), and all of them go through `_move`, which checks it against `TRANSITIONS`, writes the
+table and wakes everyone waiting on `changed`. Rows appear with `add` (a load begins) or
+`adopt` (found alive at start).
+
+Lock order: `Registry.lock` before `InstanceTable.lock` (a file lock). Nothing slow happens
+under `Registry.lock`: no RPC to an instance, no process wait, no socket write.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from workers.errors import LmhostError, to_wire
+from workers.records import TRANSITIONS, InstanceRecord, State, failure_row
+from workers.table import InstanceTable
+from workers.supervisor.processes import InstanceProcess
+
+log = logging.getLogger("workers.supervisor")
+
+FAILURES_KEPT = 20  # the table keeps this many recent failures, for the listing and requests
+
+
+@dataclass(eq=False)
+class Instance(InstanceRecord):
+    """An instance as the supervisor tracks it: its record, plus what only this process has."""
+
+    process: InstanceProcess | None = field(default=None, repr=False)
+    follower: threading.Thread | None = field(default=None, repr=False)  # reads its events
+    error: LmhostError | None = None  # why its load failed (what the load answers)
+    cancelled: bool = False           # unloaded while loading: its death was asked for
+
+
+class Registry:
+    def __init__(self, table: InstanceTable, wall_clock: Callable[[], float] = time.time):
+        self.table = table
+        self.wall_clock = wall_clock
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.instances: dict[str, Instance] = {}  # guarded by lock
+        self.failures: list[dict] = []            # guarded by lock; newest last
+        self.on_load_over: Callable[[], None] = lambda: None  # called under lock
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def rows(self) -> list[dict]:
+        with self.lock:
+            return [i.to_row() for i in self.instances.values()]
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait (bounded) until `ready()`, checked under the lock at every change."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not ready():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(left)
+            return True
+
+    def wait_gone(self, instance: Instance, timeout: float) -> bool:
+        return self.wait_until(lambda: instance.state is State.GONE, timeout)
+
+    # -- rows that appear ----------------------------------------------------------------------
+
+    def add(self, instance: Instance) -> None:
+        """A load begins: the row appears as LOADING (its identifier is taken from now on).
+        Caller holds the lock and has checked the identifier is free."""
+        self.instances[instance.id] = instance
+        self.write()
+
+    def adopt(self, instance: Instance) -> bool:
+        """An instance found alive at start, LOADED. False if its id is taken already."""
+        with self.lock:
+            if instance.id in self.instances:
+                return False
+            self.instances[instance.id] = instance
+            self.write()
+            return True
+
+    def restore_failures(self, failures: list[dict]) -> None:
+        with self.lock:
+            self.failures = failures[-FAILURES_KEPT:]
+
+    # -- the transitions -----------------------------------------------------------------------
+
+    def loaded(self, instance: Instance, socket: str, load_time: float) -> None:
+        """LOADING -> LOADED: the instance reported "loaded" and serves its socket."""
+        with self.lock:
+            if instance.state is State.LOADING:
+                self._move(instance, State.LOADED, progress=1.0, socket=socket,
+                           load_time=load_time, last_used=self.wall_clock())
+
+    def retiring(self, instance: Instance, why: str) -> bool:
+        """LOADED -> UNLOADING, for an unload, a TTL expiry or an eviction. False when the
+        instance is not loaded (still loading, or leaving already)."""
+        with self.lock:
+            if instance.state is not State.LOADED:
+                return False
+            log.info("instance %r retires: %s", instance.id, why)
+            self._move(instance, State.UNLOADING)
+            return True
+
+    def gone(self, instance: Instance, exit_status: str = "", error: LmhostError | None = None) -> None:
+        """-> GONE: the row goes. With `error`, the instance ended unasked (a failed load, a
+        crash): the failure is recorded, and a load waiting for it raises `error`."""
+        with self.lock:
+            if instance.state is State.GONE:
+                return
+            if error is not None:
+                self.failures.append(failure_row(instance, self.wall_clock(), exit_status,
+                                                 to_wire(error)))
+                del self.failures[:-FAILURES_KEPT]
+            self._move(instance, State.GONE, error=error or instance.error)
+
+    def _move(self, instance: Instance, new: State, **changes) -> None:
+        """The one place an instance changes state. Caller holds the lock."""
+        if new not in TRANSITIONS[instance.state]:
+            raise RuntimeError(f"instance {instance.id!r}: {instance.state.value} -> "
+                               f"{new.value} is not allowed")
+        for name, value in changes.items():
+            setattr(instance, name, value)
+        log.info("instance %r: %s -> %s", instance.id, instance.state.value, new.value)
+        if instance.state is State.LOADING:
+            self.on_load_over()
+        instance.state = new
+        if new is State.GONE:
+            self.instances.pop(instance.id, None)
+        self.write()
+        self.changed.notify_all()
+
+    # -- progress (not a state) ----------------------------------------------------------------
+
+    def progress(self, instance: Instance, progress: float) -> None:
+        with self.lock:
+            if instance.state is not State.LOADING or progress <= instance.progress:
+                return
+            crossed = int(progress * 10) != int(instance.progress * 10)
+            instance.progress = progress
+            if crossed:  # the table shows progress in steps of 10%, written without fsync
+                self.write(durable=False)
+            self.changed.notify_all()
+
+    def write(self, durable: bool = True) -> None:
+        # caller holds self.lock (lock order: registry lock, then the table's file lock)
+        self.table.write([i.to_row() for i in self.instances.values()], durable, self.failures)
