@@ -19,10 +19,17 @@ from rich.table import Table
 PIPED_WIDTH = 1000
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits 1 when the reader of a pipe leaves (`lmhost ls | head -1`); lmhost.cli
+        # treats that as the end of the output, not as an error
+        raise BrokenPipeError
+
+
 def stdout_console() -> Console:
-    console = Console(highlight=False)
+    console = _Console(highlight=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=PIPED_WIDTH)
+        console = _Console(highlight=False, width=PIPED_WIDTH)
     return console
 
 

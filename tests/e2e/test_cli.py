@@ -99,6 +99,12 @@ def test_ls_ps_load_status_piped_are_plain_text_and_json_parses(demo_server):
     only_embeddings = ok(lmhost("ls", "--embedding", url=url))
     assert "tiny-embed" in only_embeddings and "tiny-llama" not in only_embeddings
 
+    for command in ("ls", "ls --json"):  # a reader that leaves early is no error
+        left = subprocess.run(["bash", "-c", f"set -o pipefail; {LMHOST} {command} | true"],
+                              capture_output=True, text=True, timeout=60,
+                              env=clean_env(LMHOST_URL=url))
+        assert (left.returncode, left.stderr) == (0, "")
+
     assert ok(lmhost("ps", url=url)) == "No models loaded.\n"
     assert json.loads(ok(lmhost("ps", "--json", url=url))) == []
 
