@@ -179,7 +179,8 @@ def test_several_variants_need_a_choice(short_tmp, serve):
         == [("multi", "multi"), ("multi@f16", "multi")]
 
 
-def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(demo_server):
+def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(short_tmp, demo_server):
+    from workers import synthetic
     url = demo_server.url
     assert_one_line_error(lmhost("load", "no-such-model", url=url),
                           "no model 'no-such-model' in the models dir")
@@ -191,6 +192,13 @@ def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(demo_server):
                           requests.post(url + "/api/v1/models/load", timeout=30, json={
                               "model": "tiny-llama", "context_length": 999999}
                           ).json()["error"]["message"])
+
+    # a file llama.cpp cannot load fails during the event stream: its `error` event's message
+    broken = synthetic.write_dense_llama(short_tmp / "models" / "bad" / "broken-GGUF" / "broken.gguf")
+    broken.path.write_bytes(broken.path.read_bytes()[:broken.path.stat().st_size // 2])
+    failed = lmhost("load", "broken", url=url)
+    assert failed.returncode == 1 and failed.stdout == "" and "Traceback" not in failed.stderr
+    assert len(failed.stderr.splitlines()) == 1 and "broken.gguf" in failed.stderr, failed.stderr
 
     dead = f"http://127.0.0.1:{free_port()}"
     for command in (["ls"], ["ls", "--json"], ["ps"], ["load", "tiny-llama"], ["unload", "x"],
