@@ -24,6 +24,11 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | jit          | LMHOST_JIT          | 1                  | /v1 requests load models that are not loaded |
 | jit_ttl      | LMHOST_JIT_TTL      | 3600               | TTL of a JIT-loaded instance unless the request has `ttl` |
 | auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
+| url          | LMHOST_URL          | http://127.0.0.1:1234 | client side: the server the CLI talks to; `serve` ignores it |
+
+`url` is the one client-side setting: the CLI reads it alone with `client_url()`, so a client
+command never fails on a server setting, and `lmhost serve` accepts it in the environment of a
+user who exported it for the CLI.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 PREFIX = "LMHOST_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -60,6 +66,7 @@ class Settings:
     jit: bool = True
     jit_ttl: int = 3600
     auto_evict: bool = True
+    url: str = "http://127.0.0.1:1234"  # client side (the CLI); the server does not use it
 
     @property
     def threads_per_instance(self) -> int:
@@ -116,6 +123,20 @@ def _flag(raw) -> bool:
     raise ValueError(f"must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
+def _http_url(raw: str) -> str:
+    value = str(raw).strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"must be a plain server URL (no credentials, query or fragment), got {raw!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"has a bad port, got {raw!r}") from None
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = str(raw).strip().lower()
     if value not in LOG_LEVELS:
@@ -140,6 +161,7 @@ _PARSERS = {
     "jit": _flag,
     "jit_ttl": _int_in(1, 365 * 24 * 3600),
     "auto_evict": _flag,
+    "url": _http_url,
 }
 
 
@@ -178,3 +200,17 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
 def to_env(settings: Settings) -> dict[str, str]:
     """The settings as ``LMHOST_*`` variables, to hand them to gunicorn's processes."""
     return {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
+
+
+def client_url(url: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The server the CLI talks to: `url` (its --url flag), else ``LMHOST_URL``, else the default.
+    Only this setting is read and validated (a bad value names ``url`` or ``LMHOST_URL``)."""
+    env = os.environ if env is None else env
+    if url is not None:
+        raw, source = url, "url"
+    else:
+        raw, source = env.get(env_name("url"), Settings.url), env_name("url")
+    try:
+        return _http_url(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

@@ -3,10 +3,17 @@
     lmhost serve [--host H] [--port P] [--models-dir D] [--state-dir D] [--workers N]
     lmhost demo  [--models-dir D]
     lmhost doctor [--json]
+    lmhost ls [--json] [--llm|--embedding]          (client commands: lmhost.commands)
+    lmhost ps [--json]
+    lmhost load KEY [--identifier ID] [--ttl S] [--context-length N] [--gpu RATIO] [-y] [--json]
+    lmhost unload ID | --all
+    lmhost status [--json]
 
 `serve` validates the settings, then replaces itself with gunicorn (so SIGTERM and SIGINT reach
 gunicorn's master directly: graceful stop of the workers, then exit). Every flag has an
 ``LMHOST_*`` variable twin; a flag wins over the variable.
+
+Exit codes: 0 done, 1 error (one line on stderr, never a traceback), 2 usage.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from lmhost import __version__, commands
+from lmhost.client import CliError
 
 
 def _settings_from(args, names):
@@ -62,10 +72,7 @@ def cmd_doctor(args) -> int:
     return doctor.main(as_json=args.json)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmhost", description="Self-hosted model server.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_serve(sub) -> None:
     serve = sub.add_parser("serve", help="run the service under gunicorn, in the foreground")
     serve.add_argument("--host", help="address to bind (LMHOST_HOST, default 127.0.0.1)")
     serve.add_argument("--port", help="TCP port (LMHOST_PORT, default 1234)")
@@ -76,21 +83,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", help="HTTP worker processes (LMHOST_WORKERS, default 2)")
     serve.set_defaults(func=cmd_serve)
 
+
+def add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="write small demo models when the models dir has none")
     demo.add_argument("--models-dir", dest="models_dir",
                       help="models directory (LMHOST_MODELS_DIR, default ~/.lmhost/models)")
     demo.set_defaults(func=cmd_demo)
 
+
+def add_doctor(sub) -> None:
     doctor = sub.add_parser("doctor", help="check that lmhost can run on this host; say how to "
                                            "fix what cannot (exit 1 when something fails)")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(func=cmd_doctor)
+
+
+# One entry per subcommand, in `lmhost --help`'s order: a function that adds its parser.
+SUBCOMMANDS = (add_serve, add_demo, add_doctor, commands.add_ls, commands.add_ps,
+               commands.add_load, commands.add_unload, commands.add_status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmhost", description="Self-hosted model server.")
+    parser.add_argument("--version", action="version", version=f"lmhost {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"lmhost: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `lmhost ls | head -1`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -61,11 +61,18 @@ def test_env_settings_are_used_and_flags_win(tmp_path, serve):
     assert from_flag.get("/api/v1/models").json() == {"models": []}
 
 
+def test_serve_starts_with_the_clients_LMHOST_URL_exported(tmp_path, serve):
+    # LMHOST_URL is the CLI's setting: a user who exported it can still start the server
+    server = serve(tmp_path / "models", env=clean_env(LMHOST_URL="http://lmhost.internal:8080"))
+    assert server.get("/api/v1/models").json() == {"models": []}
+
+
 @pytest.mark.parametrize("args, env, named", [
     (["--port", "abc"], {}, "--port"),
     (["--workers", "0"], {}, "--workers"),
     ([], {"LMHOST_PORT": "99999"}, "LMHOST_PORT"),
     ([], {"LMHOST_WROKERS": "2"}, "LMHOST_WROKERS"),
+    ([], {"LMHOST_URL": "localhost:1234"}, "LMHOST_URL"),
 ])
 def test_bad_settings_fail_the_start_naming_the_key(tmp_path, args, env, named):
     proc = subprocess.run([LMHOST, "serve", "--state-dir", str(tmp_path / "s"), *args],

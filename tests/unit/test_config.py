@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, Settings, load_settings, to_env
+from config import ConfigError, Settings, client_url, load_settings, to_env
 
 
 def test_defaults():
@@ -43,3 +43,35 @@ def test_settings_are_frozen_and_round_trip_through_env():
     assert s.bind == "[::1]:4321"
     assert load_settings(env=to_env(s)) == s
     assert isinstance(s, Settings)
+
+
+def test_url_is_a_known_client_setting_with_a_default():
+    assert load_settings(env={"LMHOST_URL": "http://gpu-box:8080/"}).url == "http://gpu-box:8080"
+    assert load_settings(env={}).url == "http://127.0.0.1:1234"
+
+
+@pytest.mark.parametrize("flag, env, expected", [
+    (None, {}, "http://127.0.0.1:1234"),
+    (None, {"LMHOST_URL": "https://lmhost.internal"}, "https://lmhost.internal"),
+    ("http://[::1]:1234/", {"LMHOST_URL": "https://lmhost.internal"}, "http://[::1]:1234"),
+])
+def test_client_url_flag_wins_over_env_over_default(flag, env, expected):
+    assert client_url(flag, env=env) == expected
+
+
+@pytest.mark.parametrize("flag, env, named", [
+    ("localhost:1234", {}, "url"),
+    ("http://user:secret@host", {}, "url"),
+    ("http://host:99999", {}, "url"),
+    (None, {"LMHOST_URL": "ftp://host"}, "LMHOST_URL"),
+    (None, {"LMHOST_URL": "http://"}, "LMHOST_URL"),
+])
+def test_client_url_bad_values_name_their_source(flag, env, named):
+    with pytest.raises(ConfigError) as info:
+        client_url(flag, env=env)
+    assert str(info.value).startswith(named + ":")
+
+
+def test_client_url_ignores_the_server_settings():
+    # a client command must not fail on a server-side typo; `lmhost serve` reports that one
+    assert client_url(None, env={"LMHOST_WROKERS": "x", "LMHOST_PORT": "abc"}) == Settings.url
