@@ -24,7 +24,7 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | jit          | LMHOST_JIT          | 1                  | /v1 requests load models that are not loaded |
 | jit_ttl      | LMHOST_JIT_TTL      | 3600               | TTL of a JIT-loaded instance unless the request has `ttl` |
 | auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
-| sdk_max_sockets | LMHOST_SDK_MAX_SOCKETS | 128          | LM Studio SDK websockets per HTTP worker (each holds a thread) |
+| sdk_max_sockets | LMHOST_SDK_MAX_SOCKETS | 256          | LM Studio SDK websockets per HTTP worker (each holds a thread) |
 | sdk_discovery | LMHOST_SDK_DISCOVERY | 1                | also listen on the first free SDK discovery port (127.0.0.1) |
 
 HTTP workers run `threads + sdk_max_sockets` threads: an SDK websocket holds a thread for its
@@ -65,7 +65,7 @@ class Settings:
     jit: bool = True
     jit_ttl: int = 3600
     auto_evict: bool = True
-    sdk_max_sockets: int = 128
+    sdk_max_sockets: int = 256
     sdk_discovery: bool = True
 
     @property

@@ -12,9 +12,9 @@ def test_defaults():
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 1234, 2)
     assert s.models_dir == Path.home() / ".lmhost" / "models"
     assert s.state_dir == Path.home() / ".lmhost" / "state"
-    assert (s.sdk_max_sockets, s.sdk_discovery) == (128, True)
+    assert (s.sdk_max_sockets, s.sdk_discovery) == (256, True)
     # SDK websockets hold a thread each: they get their own, HTTP keeps LMHOST_THREADS
-    assert s.worker_threads == s.threads + s.sdk_max_sockets == 136
+    assert s.worker_threads == s.threads + s.sdk_max_sockets == 264
 
 
 def test_env_overrides_and_flags_win_over_env(tmp_path):
