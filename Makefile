@@ -33,11 +33,12 @@ test: $(STAMP) $(NODE_STAMP)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-# Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 2 minutes in all.
+# Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 3 minutes in all.
 bench: $(STAMP)
 	$(PY) bench/list_models.py
 	$(PY) bench/load_overhead.py
 	$(PY) bench/throughput.py
+	$(PY) bench/sdk_clients.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache $(NODE_DIR)/node_modules
