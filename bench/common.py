@@ -2,7 +2,7 @@
 
 Importing it puts the repository root on ``sys.path`` (so that ``workers.*`` imports work from a
 checkout without the editable install). Holds: `BenchError`, `log`, `percentile`/`p50`,
-`ms`/`ms_list`, `free_port`, `get`/`post`, the `Server` (``lmhost serve`` as a subprocess, with
+`ms`/`ms_list`, `verdict`, `free_port`, `get`/`post`, the `Server` (``lmhost serve`` as a subprocess, with
 `wait_instances` for its spare pool), `in_process_baseline` (``llama_cpp.Llama()`` timed in a
 fresh interpreter), the /proc process helpers `processes_with`/`spare_ready`, and `sweep`
 (leftover processes naming a work dir).
@@ -57,6 +57,11 @@ def p50(values: list[float]) -> float:
 
 def ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def verdict(ok: bool) -> str:
+    """How a benchmark prints a target (never asserted)."""
+    return "PASS" if ok else "FAIL"
 
 
 def ms_list(values: list[float]) -> str:

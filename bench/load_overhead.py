@@ -48,7 +48,7 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
 
 from common import (HOST, SPARE_DEADLINE_S, BenchError, Server,  # noqa: E402 (puts the repo
                     in_process_baseline, log, ms, ms_list, p50, post,  # on sys.path)
-                    run_in_work_dir)
+                    run_in_work_dir, verdict)
 from workers.synthetic import write_bench_model  # noqa: E402
 
 MODEL_KEY = "bench-150m"
@@ -250,7 +250,6 @@ def run(args, work: Path) -> int:
     # The service runs with the spare pool by default (LMHOST_SPARE_INSTANCES=1): that is "the
     # API" of the first target; the pool-off figure is shown for what the pool buys.
     shipped = p50(on["wall"]) - inproc_p50
-    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     log(f"targets: the API (as shipped, spare pool on) adds <= "
         f"{OVERHEAD_TARGET_COLD_S * 1000:.0f} ms at p50: {verdict(shipped <= OVERHEAD_TARGET_COLD_S)}"
         f" ({shipped * 1000:.1f} ms); with the spare pool < {OVERHEAD_TARGET_SPARE_S * 1000:.0f} ms:"

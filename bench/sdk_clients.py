@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,51 +38,22 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
     sys.path.insert(0, str(BENCH))
 
-from common import (HOST, REPO, BenchError, Server, get, in_process_baseline,  # noqa: E402
-                    log, ms, p50, percentile, post, run_in_work_dir)
+from common import (HOST, BenchError, Server, get, in_process_baseline,  # noqa: E402
+                    log, ms, p50, percentile, post, run_in_work_dir, verdict)
+from tests.e2e.sdk_clients import Holder  # noqa: E402 (three sockets per client)
 from workers.synthetic import write_bench_model  # noqa: E402
 
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
-HOLDER = REPO / "tests" / "e2e" / "sdk_clients.py"
 CLIENT_COUNTS = (0, 40, 100)
 SOCKETS_PER_CLIENT = 3
 MAX_SOCKETS = 400
-CONNECT_TIMEOUT_S = 300.0
 LOAD_TIMEOUT_S = 180.0
 SDK_OVERHEAD_TARGET_S = 0.010
 LISTING_P99_TARGET_RATIO = 2.0
 
 
 # -- 4. listing latency with clients connected ------------------------------------------------
-
-class Clients:
-    """`count` official Python SDK clients held connected by tests/e2e/sdk_clients.py."""
-
-    def __init__(self, host: str, count: int, log_path: Path):
-        self.count = count
-        self._err = open(log_path, "wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LMHOST_")}
-        self.proc = subprocess.Popen([sys.executable, str(HOLDER), host, str(count)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._err, text=True, env=env, cwd=REPO)
-        ready, _, _ = select.select([self.proc.stdout], [], [], CONNECT_TIMEOUT_S)
-        line = self.proc.stdout.readline().strip() if ready else "(nothing)"
-        if line != f"connected {count}":
-            self.close()
-            raise BenchError(f"{count} SDK clients did not connect: {line}; their log:\n"
-                             + log_path.read_text(errors="replace")[-2000:])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._err.close()
-
 
 def worker_usage(master_pid: int) -> tuple[int, int]:
     """(threads, RSS bytes) of the service's one HTTP worker (the gunicorn master's child)."""
@@ -199,8 +168,11 @@ def run(args, work: Path) -> int:
         log("\n[4] GET /api/v1/models with SDK clients connected "
             f"({SOCKETS_PER_CLIENT} websockets each)")
         for count in CLIENT_COUNTS:
-            clients = Clients(f"{HOST}:{server.port}", count, work / f"clients-{count}.log") \
-                if count else None
+            try:
+                clients = Holder(f"{HOST}:{server.port}", count, work / f"clients-{count}.log") \
+                    if count else None
+            except AssertionError as exc:
+                raise BenchError(str(exc)) from None
             try:
                 usage[count] = worker_usage(server.proc.pid)
                 listings[count] = listing_latency(server, args.requests)
@@ -236,7 +208,6 @@ def run(args, work: Path) -> int:
     log("\n" + "\n".join(f"{a:<{w}}{b:>11}{c:>11}{d:>9}" for a, b, c, d in rows))
     overhead = p50(sdk) - p50(rest)
     ratio = percentile(listings[40], 99) / percentile(listings[0], 99)
-    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     log(f"targets: SDK load within {SDK_OVERHEAD_TARGET_S * 1000:.0f} ms of REST (p50): "
         f"{verdict(overhead <= SDK_OVERHEAD_TARGET_S)} ({overhead * 1000:+.1f} ms); p99 listing "
         f"with 40 clients <= {LISTING_P99_TARGET_RATIO:.0f}x idle: "

@@ -181,54 +181,30 @@ class Session:
             log.warning("SDK client warning on /%s: %s", self.namespace.name, frame["warning"])
         # channelAck, signal unsubscribes and updates: nothing to do
 
-    def _occupy(self) -> bool:
-        with self._lock:
-            if self._in_flight >= MAX_IN_FLIGHT:
-                return False
-            self._in_flight += 1
-            return True
-
-    def _release(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
     def _start_rpc(self, frame: dict) -> None:
         call_id, endpoint = frame["callId"], frame["endpoint"]
-        handler = self.namespace.rpc.get(endpoint)
-        if handler is None:
-            self.send(framing.rpc_error(call_id, framing.not_supported(
-                self.namespace.name, "endpoint", endpoint)))
-            return
-        if not self._occupy():
-            self.send(framing.rpc_error(call_id, _too_busy()))
-            return
 
-        def call():
-            try:
-                result = self._guarded(endpoint, handler, frame.get("parameter"))
-                self.send(framing.rpc_result(call_id, result))
-            except SdkError as error:
-                self.send(framing.rpc_error(call_id, error))
-            finally:
-                self._release()
+        def reply_error(error: SdkError) -> None:
+            self.send(framing.rpc_error(call_id, error))
 
-        threading.Thread(target=call, name=f"sdk-rpc-{endpoint}", daemon=True).start()
+        handler = self._take(self.namespace.rpc, endpoint, reply_error)
+        if handler is not None:
+            self._spawn(f"sdk-rpc-{endpoint}", reply_error, lambda: self.send(framing.rpc_result(
+                call_id, self._guarded(endpoint, handler, frame.get("parameter")))))
 
     def _start_channel(self, frame: dict) -> None:
         channel_id, endpoint = frame["channelId"], frame["endpoint"]
-        handler = self.namespace.channels.get(endpoint)
-        if handler is None:
-            self.send(framing.channel_error(channel_id, framing.not_supported(
-                self.namespace.name, "endpoint", endpoint)))
-            return
+
+        def reply_error(error: SdkError) -> None:
+            self.send(framing.channel_error(channel_id, error))
+
         with self._lock:
             taken = channel_id in self._channels
         if taken:
-            self.send(framing.channel_error(channel_id, SdkError(
-                f"channel {channel_id} is already open on this socket")))
+            reply_error(SdkError(f"channel {channel_id} is already open on this socket"))
             return
-        if not self._occupy():
-            self.send(framing.channel_error(channel_id, _too_busy()))
+        handler = self._take(self.namespace.channels, endpoint, reply_error)
+        if handler is None:
             return
         channel = Channel(self, channel_id)
         with self._lock:
@@ -238,14 +214,39 @@ class Session:
             try:
                 self._guarded(endpoint, handler, frame.get("creationParameter"), channel)
                 self.send(framing.channel_close(channel_id))
-            except SdkError as error:
-                self.send(framing.channel_error(channel_id, error))
             finally:
                 with self._lock:
                     self._channels.pop(channel_id, None)
-                self._release()
 
-        threading.Thread(target=serve, name=f"sdk-channel-{endpoint}", daemon=True).start()
+        self._spawn(f"sdk-channel-{endpoint}", reply_error, serve)
+
+    def _take(self, handlers: dict, endpoint: str, reply_error) -> Callable | None:
+        """The handler of `endpoint`, counted in flight; None (and the client told why) when
+        the namespace does not serve it or the socket has too many calls in flight."""
+        handler = handlers.get(endpoint)
+        if handler is None:
+            reply_error(framing.not_supported(self.namespace.name, "endpoint", endpoint))
+            return None
+        with self._lock:
+            if self._in_flight >= MAX_IN_FLIGHT:
+                reply_error(SdkError(f"more than {MAX_IN_FLIGHT} calls in flight on one socket",
+                                     suggestion="Wait for earlier calls to finish."))
+                return None
+            self._in_flight += 1
+        return handler
+
+    def _spawn(self, name: str, reply_error, work: Callable[[], None]) -> None:
+        """Run `work` off the receive loop; an `SdkError` it raises goes to the client."""
+        def body():
+            try:
+                work()
+            except SdkError as error:
+                reply_error(error)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        threading.Thread(target=body, name=name, daemon=True).start()
 
     def _guarded(self, endpoint: str, handler: Callable, *args):
         """Run a handler; whatever it raises reaches the client as an `SdkError`."""
@@ -271,7 +272,3 @@ class Session:
             self.send({"type": "channelAck", "channelId": frame["channelId"],
                        "ackId": frame["ackId"]})
 
-
-def _too_busy() -> SdkError:
-    return SdkError(f"more than {MAX_IN_FLIGHT} calls in flight on one socket",
-                    suggestion="Wait for earlier calls to finish.")

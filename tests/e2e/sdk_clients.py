@@ -1,5 +1,5 @@
 """Hold many official Python SDK clients connected to one lmhost (a helper process for the
-tests and bench/sdk_clients.py; not a test itself).
+tests and bench/sdk_clients.py, which drive it through `Holder`; not a test itself).
 
     python tests/e2e/sdk_clients.py HOST:PORT COUNT
 
@@ -11,10 +11,52 @@ type and message follow on the same line). Exits at EOF, closing the clients.
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 
-import lmstudio
+
+class Holder:
+    """This script as a child process holding `count` clients; its log (the clients report
+    sockets the server closed as errors) goes to `log`. Failures raise AssertionError."""
+
+    def __init__(self, host: str, count: int, log: Path):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("LMHOST_") and k != "LM_API_TOKEN"}
+        self.log = log
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, __file__, host, str(count)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, env=env,
+                                         cwd=Path(__file__).parents[2])
+        line = self._line(300)
+        if line != f"connected {count}":
+            self.close()
+            raise AssertionError(f"{count} clients did not connect: {line}\n"
+                                 + log.read_text(errors="replace")[-3000:])
+
+    def _line(self, timeout: float) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"the clients did not answer within {timeout} s")
+        return self.proc.stdout.readline().strip()
+
+    def check(self, timeout=60) -> str:
+        self.proc.stdin.write("check\n")
+        self.proc.stdin.flush()
+        return self._line(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 def check(clients) -> str:
@@ -30,6 +72,8 @@ def check(clients) -> str:
 
 
 def main() -> int:
+    import lmstudio
+
     host, count = sys.argv[1], int(sys.argv[2])
     lmstudio.set_sync_api_timeout(30)
     with ExitStack() as stack:

@@ -5,56 +5,17 @@ a stop with clients connected closes their sockets and leaves no process."""
 
 from __future__ import annotations
 
-import select
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import lmstudio
 import pytest
 import requests
 
 from tests.e2e.conftest import clean_env
-from tests.e2e.sdk_support import Runner, client_env, write_sdk_models
+from tests.e2e.sdk_clients import Holder
+from tests.e2e.sdk_support import Runner, write_sdk_models
 from tests.helpers import our_processes, wait_for
-
-HOLDER = str(Path(__file__).with_name("sdk_clients.py"))
-
-
-class Holder:
-    """tests/e2e/sdk_clients.py: `count` official Python clients, three sockets each."""
-
-    def __init__(self, host: str, count: int, log: Path):
-        self.log = log  # the clients' own log lines (they report closed sockets as errors)
-        with open(log, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, HOLDER, host, str(count)],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=err, text=True, env=client_env(),
-                                         cwd=Path(__file__).parents[2])
-        line = self._line(120)
-        assert line == f"connected {count}", f"{line}\n{log.read_text()[-3000:]}"
-
-    def _line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"the clients did not answer within {timeout} s"
-        return self.proc.stdout.readline().strip()
-
-    def check(self, timeout=60) -> str:
-        self.proc.stdin.write("check\n")
-        self.proc.stdin.flush()
-        return self._line(timeout)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
 
 @pytest.fixture
 def models(short_tmp):
