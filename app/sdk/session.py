@@ -27,8 +27,10 @@ from workers.errors import LmhostError
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 10.0          # seconds for the first frame (LM Studio waits as long)
+REFUSE_WAIT = 2.0            # seconds for each frame of a socket over the limit
 MAX_IN_FLIGHT = 32           # RPCs and channels running at once on one socket
-TRY_AGAIN_LATER = 1013       # websocket close code
+TRY_AGAIN_LATER = 1013       # websocket close codes
+POLICY_VIOLATION = 1008
 
 
 @dataclass(frozen=True)
@@ -103,16 +105,16 @@ class Session:
         self.ws.event.set()  # wake a receive() that waits for the client
 
     def run(self) -> None:
-        """Authenticate, then serve frames until the socket closes."""
-        client = self._authenticate()
-        if client is None:
-            return
+        """Authenticate, then serve frames until the socket closes. A socket counts against
+        the worker's limit from the start: one that never authenticates holds a thread too."""
         if not self.registry.admit(self):
             self._refuse(f"lmhost is serving its limit of {self.registry.max_sockets} SDK "
                          "sockets in this worker (LMHOST_SDK_MAX_SOCKETS); try again later or "
                          "close clients that are not in use")
             return
         try:
+            if self._authenticate(AUTH_TIMEOUT) is None:
+                return
             while True:
                 text = self.ws.receive()
                 if text is not None:
@@ -122,38 +124,41 @@ class Session:
         finally:
             self.registry.leave(self)
 
-    def _authenticate(self) -> Client | None:
+    def _authenticate(self, timeout: float) -> Client | None:
         try:
-            text = self.ws.receive(timeout=AUTH_TIMEOUT)
+            text = self.ws.receive(timeout=timeout)
         except ConnectionClosed:
             return None
         if text is None:
-            self.close(TRY_AGAIN_LATER, "no authentication frame")
+            self.close(POLICY_VIOLATION, "no authentication frame")
             return None
         try:
             client = authenticate(framing.parse_auth(text))
         except (BadFrame, AuthRefused) as exc:
             self.send(framing.auth_result(str(exc)))
-            self.close(1008, "authentication failed")
+            self.close(POLICY_VIOLATION, "authentication failed")
             return None
         self.send(framing.auth_result())
         return client
 
     def _refuse(self, message: str) -> None:
-        """A socket over the limit: answer its first call with `message`, then close it. (An
-        authentication refusal would lose the message in the Python client.)"""
-        error = SdkError(message)
+        """A socket over the limit: answer its first call with `message`, then close it. (Failing
+        its authentication instead would make the Python client raise a ValueError of its own
+        and lose the message.) Clients send both frames at once: the waits are short, since
+        this holds one of the threads kept for plain HTTP."""
+        log.warning("SDK socket refused: %s", message)
         try:
-            text = self.ws.receive(timeout=AUTH_TIMEOUT)
-            if text is not None:
-                frame = framing.parse_frame(text)
-                if frame["type"] == "rpcCall":
-                    self.send(framing.rpc_error(frame["callId"], error))
-                elif frame["type"] == "channelCreate":
-                    self.send(framing.channel_error(frame["channelId"], error))
+            if self._authenticate(REFUSE_WAIT) is None:
+                return
+            text = self.ws.receive(timeout=REFUSE_WAIT)
+            frame = framing.parse_frame(text) if text is not None else {}
+            error = SdkError(message)
+            if frame.get("type") == "rpcCall":
+                self.send(framing.rpc_error(frame["callId"], error))
+            elif frame.get("type") == "channelCreate":
+                self.send(framing.channel_error(frame["channelId"], error))
         except (ConnectionClosed, BadFrame):
             pass
-        log.warning("SDK socket refused: %s", message)
         self.close(TRY_AGAIN_LATER, "too many SDK sockets")
 
     # -- frames ------------------------------------------------------------------------------

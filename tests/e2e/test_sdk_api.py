@@ -81,6 +81,14 @@ def test_one_instance_table_for_rest_and_both_namespaces(server, host):
     assert rest_instances(server) == {}
 
 
+def test_a_model_file_path_is_a_model_reference(server, host):
+    with lmstudio.Client(host) as client:
+        llm = client.llm.model("lmhost/tiny-moe-GGUF/tiny-moe-F16.gguf")
+        assert llm.get_info().model_key == "tiny-moe"
+        assert client.llm.model("tiny-moe").identifier == llm.identifier  # the same instance
+    assert len(rest_instances(server)) == 1
+
+
 def test_load_config_is_the_rest_load_plan(server, host):
     config = {"contextLength": 512, "gpu": {"ratio": 0.5}, "flashAttention": True,
               "evalBatchSize": 64, "numExperts": 1, "offloadKVCacheToGpu": False, "seed": 42}
