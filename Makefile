@@ -1,9 +1,13 @@
 # Quick start: `make serve` (demo models + the service on 127.0.0.1:1234) and `make test`.
-# Both create the virtualenv and install lmhost into it first; only Python is needed.
+# Both create the virtualenv and install lmhost into it first; only Python is needed (and, for
+# `make test`, node and npm: the tests drive the official TypeScript SDK too).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the official TypeScript SDK, for the end-to-end tests (package.json pins it)
+NODE_DIR := tests/e2e/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: serve test install bench clean
 
@@ -15,21 +19,26 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 serve: $(STAMP)
 	$(VENV)/bin/lmhost demo
 	exec $(VENV)/bin/lmhost serve
 
 # pytest exits 5 when it collects nothing: that must fail, never pass silently.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-# Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 2 minutes in all.
+# Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 3 minutes in all.
 bench: $(STAMP)
 	$(PY) bench/list_models.py
 	$(PY) bench/load_overhead.py
 	$(PY) bench/throughput.py
+	$(PY) bench/sdk_clients.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache $(NODE_DIR)/node_modules

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from flask import Flask
 
-from app import health, models, openai
+from app import health, models, openai, sdk
 from app.errors import Api
 from app.extensions import Engine
 from config import Settings, load_settings
@@ -36,4 +36,5 @@ def create_app(config: Settings | Mapping | None = None) -> Flask:
     api.register_blueprint(health.blp)
     api.register_blueprint(models.blp)
     api.register_blueprint(openai.blp)
+    sdk.init_app(app, api)
     return app

@@ -17,6 +17,7 @@ from flask import jsonify
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from app.jsonbody import loads_lenient
 from workers.errors import LmhostError
@@ -56,19 +57,19 @@ def error_response(type_: str, message: str, *, param=None, code=None, status=No
     return response
 
 
-def _first_problem(messages, path=()):
+def first_problem(messages, path=()):
     """(dotted field path, message) of the first validation problem in webargs' nested dict,
     which looks like {"json": {"context_length": ["Not a valid integer."]}}."""
     if isinstance(messages, dict):
         for key in sorted(messages, key=str):
-            found = _first_problem(messages[key], path + (str(key),))
+            found = first_problem(messages[key], path + (str(key),))
             if found:
                 return found
         return None
     if isinstance(messages, (list, tuple)) and messages:
         if all(isinstance(m, str) for m in messages):
             return ".".join(path), " ".join(messages)
-        return _first_problem(messages[0], path)
+        return first_problem(messages[0], path)
     return None
 
 
@@ -104,7 +105,7 @@ class Api(flask_smorest.Api):
             return error_response("internal_error",
                                   f"internal error (request id {request_id})", status=500)
         data = getattr(error, "data", None) or {}
-        problem = _first_problem(data.get("messages"))
+        problem = first_problem(data.get("messages"))
         if problem:
             location_and_field, message = problem
             # "json.context_length" -> param "context_length"; a body-level problem has none.
@@ -113,6 +114,10 @@ class Api(flask_smorest.Api):
                 field = None
             text = f"{field}: {message}" if field else message
             return error_response("invalid_request", text, param=field, status=400)
+        if isinstance(error, WebsocketMismatch):
+            return error_response("invalid_request", "this path is a websocket endpoint of LM "
+                                  "Studio's SDK protocol: connect with a websocket upgrade",
+                                  status=400)
         headers = dict(data.get("headers") or {})
         if getattr(error, "valid_methods", None):  # 405 says what is allowed
             headers["Allow"] = ", ".join(error.valid_methods)

@@ -33,5 +33,9 @@ class Engine:
                    inference=Inference(settings, catalog, table, supervisor))
 
 
+def engine_of(app) -> Engine:
+    return app.extensions["lmhost"]
+
+
 def engine() -> Engine:
-    return current_app.extensions["lmhost"]
+    return engine_of(current_app)

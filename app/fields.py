@@ -24,8 +24,12 @@ class StrictFloat(fields.Float):
 
 
 class StrictBoolean(fields.Boolean):
-    truthy = {True}
-    falsy = {False}
+    """true or false, not 1, 0 or "true" (``1 in {True}`` holds in Python: check the type)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class StringOrList(fields.Field):

@@ -2,13 +2,16 @@
 
 Importing it puts the repository root on ``sys.path`` (so that ``workers.*`` imports work from a
 checkout without the editable install). Holds: `BenchError`, `log`, `percentile`/`p50`,
-`free_port`, `get`, the `Server` (``lmhost serve`` as a subprocess), the /proc process helpers
-`processes_with`/`spare_ready`, and `sweep` (leftover processes naming a work dir).
+`ms`/`ms_list`, `verdict`, `free_port`, `get`/`post`, the `Server` (``lmhost serve`` as a subprocess, with
+`wait_instances` for its spare pool), `in_process_baseline` (``llama_cpp.Llama()`` timed in a
+fresh interpreter), the /proc process helpers `processes_with`/`spare_ready`, and `sweep`
+(leftover processes naming a work dir).
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import os
 import signal
@@ -27,6 +30,8 @@ HOST = "127.0.0.1"
 HEALTH_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 20.0
 SERVER_START_ATTEMPTS = 3
+SPARE_DEADLINE_S = 10.0
+BASELINE_TIMEOUT_S = 600.0
 MAX_STATE_DIR_BYTES = 79  # <state>/instances/<12 hex>.sock must fit AF_UNIX's 107 bytes
 
 
@@ -48,6 +53,19 @@ def percentile(values: list[float], p: float) -> float:
 
 def p50(values: list[float]) -> float:
     return percentile(values, 50)
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def verdict(ok: bool) -> str:
+    """How a benchmark prints a target (never asserted)."""
+    return "PASS" if ok else "FAIL"
+
+
+def ms_list(values: list[float]) -> str:
+    return ", ".join(f"{v * 1000:.0f}" for v in values) + " ms"
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -117,6 +135,23 @@ def get(port: int, path: str, timeout: float) -> tuple[int, bytes, float]:
         resp = conn.getresponse()
         body = resp.read()
         return resp.status, body, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def post(port: int, path: str, payload: dict, timeout: float) -> tuple[int, bytes, float, float]:
+    """One POST on a fresh loopback connection: (status, body, seconds until the body is read,
+    wall-clock time.time() when the request started)."""
+    body = json.dumps(payload).encode()
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        sent_at = time.time()
+        started = time.perf_counter()
+        conn.request("POST", path, body=body,
+                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, data, time.perf_counter() - started, sent_at
     finally:
         conn.close()
 
@@ -210,6 +245,68 @@ class Server:
     def instance_pids(self) -> list[int]:
         """Pids of its instance processes (``workers.instance`` naming its state dir)."""
         return [pid for pid, _ in processes_with("workers.instance", str(self.state_dir))]
+
+    def wait_instances(self, ready_spares: int) -> tuple[bool, float]:
+        """Bounded wait until exactly `ready_spares` instance processes are left (0: none; 1: one,
+        ready). Returns (reached, seconds waited)."""
+        started = time.perf_counter()
+        deadline = started + SPARE_DEADLINE_S
+        while True:
+            pids = self.instance_pids()
+            if len(pids) == ready_spares and all(spare_ready(pid) for pid in pids):
+                return True, time.perf_counter() - started
+            if time.perf_counter() >= deadline:
+                return False, time.perf_counter() - started
+            time.sleep(0.02)
+
+
+# -- the in-process baseline ------------------------------------------------------------------
+
+# Runs in a fresh interpreter: argv[1] is a JSON spec; the last stdout line is a JSON result.
+# stderr is a file (llama.cpp's verbose output goes there, as in the instance process).
+BASELINE_SCRIPT = r"""
+import gc, json, sys, time
+spec = json.loads(sys.argv[1])
+started = time.perf_counter()
+import llama_cpp
+import_s = time.perf_counter() - started
+
+def construct(verbose):
+    started = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"],
+                          n_threads=spec["threads"], n_threads_batch=spec["threads"],
+                          verbose=verbose)
+    seconds = time.perf_counter() - started
+    llm.close()
+    del llm
+    gc.collect()
+    return seconds
+
+quiet = [construct(False) for _ in range(spec["runs"])]
+verbose = [construct(True) for _ in range(spec["runs"])]
+print(json.dumps({"import_s": import_s, "quiet": quiet, "verbose": verbose,
+                  "version": llama_cpp.__version__}), flush=True)
+"""
+
+
+def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: Path) -> dict:
+    spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs}
+    stderr_path = work / "baseline.stderr"
+    with open(stderr_path, "wb") as stderr:
+        try:
+            proc = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, json.dumps(spec)],
+                                  cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=stderr, timeout=BASELINE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"the in-process baseline took over {BASELINE_TIMEOUT_S:.0f} s") from None
+    lines = proc.stdout.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-20:])
+        raise BenchError(f"the in-process baseline failed (exit {proc.returncode}):\n{tail}")
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        raise BenchError(f"the in-process baseline printed no result: {lines[-1][:300]!r}") from None
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,113 +46,20 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
     sys.path.insert(0, str(BENCH))
 
-import common  # noqa: E402 (puts the repo on sys.path)
-from common import (HOST, REPO, BenchError, log, p50, run_in_work_dir,  # noqa: E402
-                    spare_ready)
+from common import (HOST, SPARE_DEADLINE_S, BenchError, Server,  # noqa: E402 (puts the repo
+                    in_process_baseline, log, ms, ms_list, p50, post,  # on sys.path)
+                    run_in_work_dir, verdict)
 from workers.synthetic import write_bench_model  # noqa: E402
 
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
 LOAD_TIMEOUT_S = 180.0
 UNLOAD_TIMEOUT_S = 60.0
-SPARE_DEADLINE_S = 10.0
-BASELINE_TIMEOUT_S = 600.0
 OVERHEAD_TARGET_COLD_S = 0.100
 OVERHEAD_TARGET_SPARE_S = 0.030
 
 
-def ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def ms_list(values: list[float]) -> str:
-    return ", ".join(f"{v * 1000:.0f}" for v in values) + " ms"
-
-
-# -- 2. the in-process baseline ----------------------------------------------------------------
-
-# Runs in a fresh interpreter: argv[1] is a JSON spec; the last stdout line is a JSON result.
-# stderr is a file (llama.cpp's verbose output goes there, as in the instance process).
-BASELINE_SCRIPT = r"""
-import gc, json, sys, time
-spec = json.loads(sys.argv[1])
-started = time.perf_counter()
-import llama_cpp
-import_s = time.perf_counter() - started
-
-def construct(verbose):
-    started = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"],
-                          n_threads=spec["threads"], n_threads_batch=spec["threads"],
-                          verbose=verbose)
-    seconds = time.perf_counter() - started
-    llm.close()
-    del llm
-    gc.collect()
-    return seconds
-
-quiet = [construct(False) for _ in range(spec["runs"])]
-verbose = [construct(True) for _ in range(spec["runs"])]
-print(json.dumps({"import_s": import_s, "quiet": quiet, "verbose": verbose,
-                  "version": llama_cpp.__version__}), flush=True)
-"""
-
-
-def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: Path) -> dict:
-    spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs}
-    stderr_path = work / "baseline.stderr"
-    with open(stderr_path, "wb") as stderr:
-        try:
-            proc = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, json.dumps(spec)],
-                                  cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=stderr, timeout=BASELINE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"the in-process baseline took over {BASELINE_TIMEOUT_S:.0f} s") from None
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-20:])
-        raise BenchError(f"the in-process baseline failed (exit {proc.returncode}):\n{tail}")
-    try:
-        return json.loads(lines[-1])
-    except ValueError:
-        raise BenchError(f"the in-process baseline printed no result: {lines[-1][:300]!r}") from None
-
-
 # -- 3./4. the real service ----------------------------------------------------------------------
-
-def post(port: int, path: str, payload: dict, timeout: float) -> tuple[int, bytes, float, float]:
-    """One POST on a fresh loopback connection: (status, body, seconds until the body is read,
-    wall-clock time.time() when the request started)."""
-    body = json.dumps(payload).encode()
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        sent_at = time.time()
-        started = time.perf_counter()
-        conn.request("POST", path, body=body,
-                     headers={"Content-Type": "application/json", "Accept": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, data, time.perf_counter() - started, sent_at
-    finally:
-        conn.close()
-
-
-class Server(common.Server):
-    """The shared server, plus a wait for its instance processes."""
-
-    def wait_instances(self, ready_spares: int) -> tuple[bool, float]:
-        """Bounded wait until exactly `ready_spares` instance processes are left (0: none; 1: one,
-        ready). Returns (reached, seconds waited)."""
-        started = time.perf_counter()
-        deadline = started + SPARE_DEADLINE_S
-        while True:
-            pids = self.instance_pids()
-            if len(pids) == ready_spares and all(spare_ready(pid) for pid in pids):
-                return True, time.perf_counter() - started
-            if time.perf_counter() >= deadline:
-                return False, time.perf_counter() - started
-            time.sleep(0.02)
-
 
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
@@ -345,7 +250,6 @@ def run(args, work: Path) -> int:
     # The service runs with the spare pool by default (LMHOST_SPARE_INSTANCES=1): that is "the
     # API" of the first target; the pool-off figure is shown for what the pool buys.
     shipped = p50(on["wall"]) - inproc_p50
-    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     log(f"targets: the API (as shipped, spare pool on) adds <= "
         f"{OVERHEAD_TARGET_COLD_S * 1000:.0f} ms at p50: {verdict(shipped <= OVERHEAD_TARGET_COLD_S)}"
         f" ({shipped * 1000:.1f} ms); with the spare pool < {OVERHEAD_TARGET_SPARE_S * 1000:.0f} ms:"

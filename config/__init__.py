@@ -24,11 +24,16 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | jit          | LMHOST_JIT          | 1                  | /v1 requests load models that are not loaded |
 | jit_ttl      | LMHOST_JIT_TTL      | 3600               | TTL of a JIT-loaded instance unless the request has `ttl` |
 | auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
+| sdk_max_sockets | LMHOST_SDK_MAX_SOCKETS | 256          | LM Studio SDK websockets per HTTP worker (each holds a thread) |
+| sdk_discovery | LMHOST_SDK_DISCOVERY | 1                | also listen on the first free SDK discovery port (127.0.0.1) |
 | url          | LMHOST_URL          | http://127.0.0.1:1234 | client side: the server the CLI talks to; `serve` ignores it |
 
 `url` is the one client-side setting: the CLI reads it alone with `client_url()`, so a client
 command never fails on a server setting, and `lmhost serve` accepts it in the environment of a
 user who exported it for the CLI.
+
+HTTP workers run `threads + sdk_max_sockets` threads: an SDK websocket holds a thread for its
+whole life, so the SDK gets its own share and plain HTTP always keeps `threads` of them.
 """
 
 from __future__ import annotations
@@ -67,10 +72,17 @@ class Settings:
     jit_ttl: int = 3600
     auto_evict: bool = True
     url: str = "http://127.0.0.1:1234"  # client side (the CLI); the server does not use it
+    sdk_max_sockets: int = 256
+    sdk_discovery: bool = True
 
     @property
     def threads_per_instance(self) -> int:
         return self.instance_threads or len(os.sched_getaffinity(0))
+
+    @property
+    def worker_threads(self) -> int:
+        """gthread threads per HTTP worker: plain HTTP's share plus one per SDK websocket."""
+        return self.threads + self.sdk_max_sockets
 
     @property
     def bind(self) -> str:
@@ -162,6 +174,8 @@ _PARSERS = {
     "jit_ttl": _int_in(1, 365 * 24 * 3600),
     "auto_evict": _flag,
     "url": _http_url,
+    "sdk_max_sockets": _int_in(0, 4096),
+    "sdk_discovery": _flag,
 }
 
 

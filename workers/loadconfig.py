@@ -1,5 +1,9 @@
 """Load config: what a load request asks for -> what llama-cpp-python gets, and what is echoed.
 
+`LoadPlan.load_config` is what was applied: seed 000's fields for the model type, plus
+``gpu_offload`` and ``seed`` when the request set them (the REST schemas echo what they
+document; the SDK's ``getLoadConfig`` reports them all).
+
 Pure functions (DESIGN.md "Load config -> llama.cpp"). The HTTP schema has already checked types
 and ranges; here are the checks that need the model: `num_experts` only 1..expert_count of an
 MoE model (llama.cpp aborts the whole process otherwise) and ignored for dense models, a context
@@ -71,6 +75,8 @@ def plan_load(request: dict, model: Model, variant: Variant, *, default_context_
         "verbose": True,  # llama.cpp's reasons for a failed load only reach stderr this way
     }
     applied = {"context_length": n_ctx}
+    if request.get("gpu_offload") is not None:
+        applied["gpu_offload"] = request["gpu_offload"]
     if model.type == "embedding":
         kwargs["embedding"] = True
     else:
@@ -82,6 +88,8 @@ def plan_load(request: dict, model: Model, variant: Variant, *, default_context_
         kwargs["offload_kqv"] = DEFAULT_OFFLOAD_KV_CACHE if offload_kv is None else offload_kv
         applied.update(eval_batch_size=n_batch, flash_attention=kwargs["flash_attn"],
                        offload_kv_cache_to_gpu=kwargs["offload_kqv"])
+        if request.get("seed") is not None:  # llama.cpp's sampling seed for this instance
+            kwargs["seed"] = applied["seed"] = int(request["seed"])
         experts = request.get("num_experts")
         if facts.expert_count:  # MoE
             if experts is not None:

@@ -29,6 +29,7 @@ class InstanceConfigSchema(Schema):
     flash_attention = fields.Boolean()
     num_experts = fields.Integer()
     offload_kv_cache_to_gpu = fields.Boolean()
+    seed = fields.Integer(metadata={"description": "extension: the sampling seed, when the load set one"})
 
 
 class LoadedInstanceSchema(Schema):
@@ -117,6 +118,7 @@ class LoadRequestSchema(Schema):
     ttl = StrictInteger(validate=validate.Range(min=1))
     reuse_existing = StrictBoolean()
     gpu_offload = GpuOffload()
+    seed = StrictInteger(validate=validate.Range(min=0, max=2**32 - 1))
 
 
 class LoadResponseSchema(Schema):

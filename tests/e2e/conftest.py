@@ -23,7 +23,11 @@ def free_port() -> int:
 
 
 def clean_env(**extra) -> dict:
+    """The environment without the developer's LMHOST_* variables. The SDK discovery listener
+    is off: the host's discovery ports belong to whatever service or test run got there first
+    (discovery is tested in network namespaces of its own, tests/e2e/test_sdk_discovery.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMHOST_")}
+    env["LMHOST_SDK_DISCOVERY"] = "0"
     env.update(extra)
     return env
 

@@ -12,6 +12,9 @@ def test_defaults():
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 1234, 2)
     assert s.models_dir == Path.home() / ".lmhost" / "models"
     assert s.state_dir == Path.home() / ".lmhost" / "state"
+    assert (s.sdk_max_sockets, s.sdk_discovery) == (256, True)
+    # SDK websockets hold a thread each: they get their own, HTTP keeps LMHOST_THREADS
+    assert s.worker_threads == s.threads + s.sdk_max_sockets == 264
 
 
 def test_env_overrides_and_flags_win_over_env(tmp_path):
@@ -29,6 +32,8 @@ def test_env_overrides_and_flags_win_over_env(tmp_path):
     ({"LMHOST_MODELS_DIR": "  "}, "LMHOST_MODELS_DIR"),
     ({"LMHOST_HOST": "a b"}, "LMHOST_HOST"),
     ({"LMHOST_PROT": "1"}, "LMHOST_PROT"),
+    ({"LMHOST_SDK_MAX_SOCKETS": "-1"}, "LMHOST_SDK_MAX_SOCKETS"),
+    ({"LMHOST_SDK_DISCOVERY": "maybe"}, "LMHOST_SDK_DISCOVERY"),
 ])
 def test_bad_values_name_the_key(env, key):
     with pytest.raises(ConfigError) as info:

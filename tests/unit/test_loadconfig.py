@@ -74,3 +74,14 @@ def test_mlx_is_refused(catalog, models_dir):
     (folder / "w.safetensors").write_bytes(b"")
     with pytest.raises(ModelLoadFailed, match="MLX"):
         plan(catalog, "x-4bit")
+
+
+def test_seed_and_gpu_offload_are_applied_and_recorded(catalog):
+    p = plan(catalog, "dense", seed=7, gpu_offload="off")
+    assert p.llama_kwargs["seed"] == 7 and type(p.llama_kwargs["seed"]) is int
+    assert p.load_config["seed"] == 7 and p.load_config["gpu_offload"] == "off"
+    default = plan(catalog, "dense")
+    assert "seed" not in default.llama_kwargs and "seed" not in default.load_config
+    emb = plan(catalog, "emb", seed=7, gpu_offload=0.5)  # sampling seeds are for LLMs
+    assert "seed" not in emb.llama_kwargs and emb.load_config == {"context_length": 512,
+                                                                   "gpu_offload": 0.5}

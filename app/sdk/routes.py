@@ -1,0 +1,39 @@
+"""Where the SDK protocol meets HTTP: ``GET /lmstudio-greeting`` (the clients' discovery probe)
+and one websocket per namespace (``/llm``, ``/embedding``, ``/system``), on the service's own
+port. Namespaces the official clients know but lmhost does not serve accept the socket and
+answer every call with an error frame, so a client fails at once instead of hanging."""
+
+from __future__ import annotations
+
+from flask import Blueprint as FlaskBlueprint, current_app
+from flask_sock import Sock
+from marshmallow import Schema, fields
+
+from app.errors import Blueprint
+from app.sdk.session import Namespace, Session
+
+blp = Blueprint("sdk", __name__, description="LM Studio SDK protocol (discovery probe)")
+ws_blp = FlaskBlueprint("sdk_ws", __name__)
+sock = Sock()
+
+SERVED = ("llm", "embedding", "system")
+# every namespace the official clients can open (the TypeScript client's ports)
+NOT_SERVED = ("files", "repository", "plugins", "diagnostics", "runtime", "retrieval")
+
+
+class GreetingSchema(Schema):
+    lmstudio = fields.Boolean()
+
+
+@blp.route("/lmstudio-greeting")
+@blp.response(200, GreetingSchema)
+def greeting():
+    """What the SDKs probe to find a server: ``{"lmstudio": true}``."""
+    return {"lmstudio": True}
+
+
+@sock.route(f"/<any({', '.join(SERVED + NOT_SERVED)}):namespace>", bp=ws_blp)
+def sdk_socket(ws, namespace):
+    sdk = current_app.extensions["lmhost_sdk"]
+    served = sdk.namespaces.get(namespace) or Namespace(name=namespace, rpc={}, channels={})
+    Session(ws, served, sdk.registry).run()
