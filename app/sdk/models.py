@@ -17,6 +17,7 @@ from app.sdk.framing import SdkError, no_model_matching
 from app.sdk.session import Channel, Namespace
 from workers import policy
 from workers.catalog import Model, Variant
+from workers.records import State
 from workers.errors import (IdentifierConflict, InstanceNotFound, InvalidRequest, LmhostError,
                             ModelLoadFailed, ModelNotFound)
 from workers.table import TableUnreadable
@@ -38,7 +39,7 @@ class ModelHandlers:
 
     # -- reading the table and the catalog ---------------------------------------------------
 
-    def _rows(self, states=(policy.LOADED,)) -> list[dict]:
+    def _rows(self, states=(State.LOADED,)) -> list[dict]:
         """This namespace's instances in the table, oldest first."""
         try:
             rows = self.eng.listing.table.read()
@@ -145,7 +146,7 @@ class ModelHandlers:
         identifier = _object(params, "unloadModel").get("identifier")
         if not isinstance(identifier, str) or not identifier:
             raise SdkError("identifier: must be a non-empty string")
-        known = any(r["id"] == identifier for r in self._rows((policy.LOADING, policy.LOADED)))
+        known = any(r["id"] == identifier for r in self._rows((State.LOADING, State.LOADED)))
         try:
             if not known:
                 raise InstanceNotFound(identifier)
