@@ -4,7 +4,7 @@
 One run does it all:
 
 1. writes N GGUF files (default 1,000) in LM Studio's ``<publisher>/<folder>/<file>.gguf``
-   layout: one file from `workers.synthetic.write_vocab_heavy_llama`, copied N times (every
+   layout: one file from `lmhost.synthetic.write_vocab_heavy_llama`, copied N times (every
    copy is a separate file with its own path and mtime, so every one is parsed on a cold listing);
 2. times a cold in-process listing (a fresh `Catalog` with an empty state dir);
 3. starts the real service (``lmhost serve --workers 1`` on a free 127.0.0.1 port, fresh state
@@ -41,7 +41,7 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
 from common import (HOST, BenchError, Server, get, log, percentile,  # noqa: E402 (repo on path)
                     run_bench)
 from workers.catalog import Catalog  # noqa: E402
-from workers.synthetic import write_vocab_heavy_llama  # noqa: E402
+from lmhost.synthetic import write_vocab_heavy_llama  # noqa: E402
 
 PUBLISHERS = 10
 COLD_REQUEST_TIMEOUT_S = 300.0

@@ -3,7 +3,7 @@
 
 One run does it all, on the synthetic bench model (~153M parameters, Q8_0, ~163 MB):
 
-1. writes the model once (`workers.synthetic.write_bench_model`) into a temporary models dir,
+1. writes the model once (`lmhost.synthetic.write_bench_model`) into a temporary models dir,
    as ``bench/bench-150m-GGUF/bench-150m-Q8_0.gguf`` (model key ``bench-150m``);
 2. in-process baseline: in a fresh interpreter (the parent never imports llama_cpp), times
    ``import llama_cpp`` once, then ``llama_cpp.Llama(...)`` construction ``--runs`` times
@@ -49,7 +49,7 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
 from common import (HOST, SPARE_DEADLINE_S, BenchError, Server,  # noqa: E402 (puts the repo
                     in_process_baseline, log, ms, ms_list, p50, post,  # on sys.path)
                     run_in_work_dir, verdict)
-from workers.synthetic import write_bench_model  # noqa: E402
+from lmhost.synthetic import write_bench_model  # noqa: E402
 
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"

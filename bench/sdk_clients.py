@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: LM Studio's SDK protocol next to plain HTTP, side by side in one run.
 
-1. writes the bench model once (`workers.synthetic.write_bench_model`, ~153M parameters, Q8_0)
+1. writes the bench model once (`lmhost.synthetic.write_bench_model`, ~153M parameters, Q8_0)
    into a temporary models dir, key ``bench-150m``;
 2. in-process baseline: ``llama_cpp.Llama(...)`` construction ``--runs`` times in a fresh
    interpreter (`common.in_process_baseline`);
@@ -41,7 +41,7 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
 from common import (HOST, BenchError, Server, get, in_process_baseline,  # noqa: E402
                     log, ms, p50, percentile, post, run_in_work_dir, verdict)
 from tests.e2e.sdk_clients import Holder  # noqa: E402 (three sockets per client)
-from workers.synthetic import write_bench_model  # noqa: E402
+from lmhost.synthetic import write_bench_model  # noqa: E402
 
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"

@@ -5,7 +5,7 @@ One run does it all, on the synthetic bench model (~153M parameters, Q8_0, ~163 
 generation is tamed (it never samples end-of-generation or byte tokens): every completion runs
 exactly ``--tokens`` tokens of printable text, so every run does the same amount of work.
 
-1. writes the model once (`workers.synthetic.write_bench_model`) into a temporary models dir,
+1. writes the model once (`lmhost.synthetic.write_bench_model`) into a temporary models dir,
    as ``bench/bench-150m-GGUF/bench-150m-Q8_0.gguf`` (model key ``bench-150m``);
 2. in-process vs through the API, side by side, ``--threads`` T llama.cpp threads:
    - in-process: a fresh interpreter (the parent never imports llama_cpp) builds
@@ -91,7 +91,7 @@ from common import (HOST, REPO, BenchError, log, p50, percentile,  # noqa: E402
 from config import load_settings  # noqa: E402
 from workers.engine_probe import check_engine  # noqa: E402
 from workers.protocol import Channel, ProtocolError  # noqa: E402
-from workers.synthetic import write_bench_model  # noqa: E402
+from lmhost.synthetic import write_bench_model  # noqa: E402
 from workers.table import InstanceTable  # noqa: E402
 
 MODEL_KEY = "bench-150m"

@@ -54,7 +54,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from workers import synthetic
+    from lmhost import synthetic
     settings = _settings_from(args, ("models_dir",))
     models_dir = settings.models_dir
     existing = sorted(models_dir.glob("*/*/*.gguf")) if models_dir.is_dir() else []

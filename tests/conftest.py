@@ -95,7 +95,7 @@ def live(short_tmp, request):
     """A real supervisor over the demo models. Settings can be overridden per test with
     ``@pytest.mark.parametrize("live", [{"unload_timeout": 60}], indirect=True)``."""
     from tests.helpers import our_processes, wait_for
-    from workers import synthetic
+    from lmhost import synthetic
     from workers.client import start_supervisor, stop_supervisor
 
     synthetic.write_demo_models(short_tmp / "models")

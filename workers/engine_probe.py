@@ -40,11 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from workers.probe_model import N_VOCAB, write_probe_model
+
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "engine-probe.json"
-MODEL_FILE = "engine-probe-q8_0.gguf"
-CACHE_VERSION = 1
+MODEL_FILE = "engine-probe-q8_0-v2.gguf"
+CACHE_VERSION = 2
 PROBE_TIMEOUT = 60.0
 STDERR_TAIL_LINES = 6
 
@@ -186,11 +188,8 @@ def probe_model(cache_dir: Path) -> Path:
     services may probe at once)."""
     path = cache_dir / MODEL_FILE
     if not path.is_file():
-        from workers.synthetic import write_dense_llama
         logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer narrates every file
-        tmp = cache_dir / f"{MODEL_FILE}.{os.getpid()}.tmp"
-        write_dense_llama(tmp, file_type="Q8_0", name="lmhost engine probe")
-        os.replace(tmp, path)
+        write_probe_model(path)
     return path
 
 
@@ -247,7 +246,7 @@ def _decode(model: str, extra_bufts: bool) -> int:
     install(extra_bufts=extra_bufts)
     llm = llama_cpp.Llama(model_path=model, n_ctx=256, n_batch=256, n_threads=1,
                           n_threads_batch=1, verbose=False)
-    tokens = llm.tokenize(b"The quick brown fox jumps over the lazy dog. " * 8)[:128]
+    tokens = [3 + i % (N_VOCAB - 3) for i in range(128)]
     llm.eval(tokens)          # a batch: matrix kernels (AMX tiles) run here
     for token in tokens[:4]:  # and single tokens, as generation does
         llm.eval([token])

@@ -18,7 +18,7 @@ import requests
 
 from tests.e2e.conftest import LMHOST, Server, clean_env
 from tests.helpers import our_processes, wait_for
-from workers import synthetic
+from lmhost import synthetic
 
 SEED_KEY = "llama-3.2-1b-instruct"
 NODE_DIR = Path(__file__).resolve().parent / "node"

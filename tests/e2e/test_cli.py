@@ -76,7 +76,7 @@ def in_pty(args, url, answer=None, timeout=60) -> tuple[int, str]:
 
 @pytest.fixture
 def demo_server(short_tmp, serve):
-    from workers import synthetic
+    from lmhost import synthetic
     synthetic.write_demo_models(short_tmp / "models")
     return serve(short_tmp / "models", "--workers", "1")
 
@@ -155,7 +155,7 @@ def test_unload_one_then_all(demo_server):
 
 
 def test_several_variants_need_a_choice(short_tmp, serve):
-    from workers import synthetic
+    from lmhost import synthetic
     folder = short_tmp / "models" / "lmhost" / "multi-GGUF"
     for file_type in ("F32", "F16"):
         synthetic.write_dense_llama(folder / f"multi-{file_type}.gguf", file_type=file_type)
@@ -180,7 +180,7 @@ def test_several_variants_need_a_choice(short_tmp, serve):
 
 
 def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(short_tmp, demo_server):
-    from workers import synthetic
+    from lmhost import synthetic
     url = demo_server.url
     assert_one_line_error(lmhost("load", "no-such-model", url=url),
                           "no model 'no-such-model' in the models dir")

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.helpers import spare_pids, wait_for
-from workers import synthetic
+from lmhost import synthetic
 from workers.table import InstanceTable
 
 NAMES = {signal.SIGILL: "SIGILL (illegal instruction)", signal.SIGSEGV: "SIGSEGV (segmentation fault)",

@@ -8,7 +8,7 @@ import signal
 import subprocess
 
 from tests.e2e.conftest import LMHOST, clean_env
-from workers import synthetic
+from lmhost import synthetic
 
 
 def doctor(env, *args) -> subprocess.CompletedProcess:

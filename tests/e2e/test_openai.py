@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from workers import synthetic
+from lmhost import synthetic
 from workers.protocol import Channel
 from workers.table import InstanceTable
 

@@ -93,7 +93,7 @@ SEED_000_CURL = """curl http://127.0.0.1:1234/api/v1/models/load \\
 
 
 def test_seed_load_example_verbatim_then_sigterm_stops_every_instance(short_tmp, serve):
-    from workers import synthetic
+    from lmhost import synthetic
     models = short_tmp / "models"
     synthetic.write_dense_llama(models / "openai" / "gpt-oss-20b-GGUF" / "gpt-oss-20b-Q8_0.gguf",
                                 file_type="Q8_0", context_length=32768)
@@ -125,7 +125,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_sigkill_of_the_http_worker_during_a_load(short_tmp, serve):
-    from workers import synthetic
+    from lmhost import synthetic
     from workers.table import InstanceTable
     models = short_tmp / "models"
     synthetic.write_demo_models(models)

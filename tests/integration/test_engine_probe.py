@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from workers import engine_probe, synthetic
+from lmhost import synthetic
+from workers import engine_probe
 
 # A decode as any llama-cpp-python user writes it: no lmhost code, llama.cpp's defaults, with
 # extra buffer types on or off as argv[2] says.

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.helpers import our_processes, wait_for
-from workers import procs, synthetic
+from lmhost import synthetic
+from workers import procs
 
 
 def test_load_echo_listing_and_unload(live):

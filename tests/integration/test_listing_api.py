@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from workers import synthetic
+from lmhost import synthetic
 
 SEED_LLM_FIELDS = ["type", "publisher", "key", "display_name", "architecture", "quantization",
                    "size_bytes", "params_string", "loaded_instances", "max_context_length",

@@ -1,4 +1,4 @@
-"""Synthetic GGUF models (workers/synthetic.py) really load and run in llama.cpp."""
+"""Synthetic GGUF models (lmhost/synthetic.py) really load and run in llama.cpp."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ os.environ.setdefault("GGML_NO_BACKTRACE", "1")
 import gguf  # noqa: E402 - hard dependencies: a missing one must fail, not skip
 import llama_cpp  # noqa: E402
 
-from workers.synthetic import (  # noqa: E402
+from lmhost.synthetic import (  # noqa: E402
     SyntheticModel,
     write_bench_model,
     write_bert_embedding,
@@ -76,7 +76,7 @@ def read_gguf(path: Path):
 
 def test_module_imports_neither_flask_nor_llama_cpp_and_is_lazy():
     code = (
-        "import sys, workers.synthetic as s; "
+        "import sys, lmhost.synthetic as s; "
         "bad = [m for m in ('flask', 'llama_cpp', 'gguf') if m in sys.modules]; "
         "assert not bad, bad; print(s.FILE_TYPES)"
     )
