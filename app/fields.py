@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+import math
+
 from marshmallow import ValidationError, fields
 
 
 class StrictInteger(fields.Integer):
-    """An integer that is really one: 16384, not 16384.5, "16384" or true."""
+    """An integer that is really one: 16384 (or 16384.0: JSON, and JSON Schema's "integer",
+    do not tell them apart), not 16384.5, "16384" or true."""
 
     def _validated(self, value):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.make_error("invalid")
         return super()._validated(value)
 
 
 class StrictFloat(fields.Float):
-    """A JSON number (int or float), not a string or a boolean."""
+    """A finite JSON number (int or float), not a string or a boolean."""
 
     def _validated(self, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self.make_error("invalid")
         return super()._validated(value)
 
 
 class StrictBoolean(fields.Boolean):
-    truthy = {True}
-    falsy = {False}
+    """true or false, not 1, 0, 1.0 or "true" (1 == True in Python, so a set of truthy values
+    would let the numbers through)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
 
 
 class StringOrList(fields.Field):

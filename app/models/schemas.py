@@ -23,6 +23,16 @@ class GpuOffload(fields.Field):
         return float(value)
 
 
+class FullMatch(validate.Regexp):
+    """A regular expression the whole value must match: Python's ``$`` also matches before a
+    trailing newline, JSON Schema's (the documented pattern) does not."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 class LoadRequestSchema(Schema):
     """Seed 000's fields plus API.md's extensions; unknown keys are rejected (400)."""
 
@@ -37,8 +47,8 @@ class LoadRequestSchema(Schema):
     offload_kv_cache_to_gpu = StrictBoolean()
     echo_load_config = StrictBoolean()
     identifier = fields.String(validate=[validate.Length(min=1, max=256),
-                                         validate.Regexp(r"^[^\x00-\x1f\x7f]+$",
-                                                         error="must not contain control characters")])
+                                         FullMatch(r"^[^\x00-\x1f\x7f]+$",
+                                                   error="must not contain control characters")])
     ttl = StrictInteger(validate=validate.Range(min=1))
     reuse_existing = StrictBoolean()
     gpu_offload = GpuOffload()
