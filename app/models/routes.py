@@ -3,16 +3,18 @@ from __future__ import annotations
 import itertools
 import json
 
-from flask import Response, request, stream_with_context
+from flask import request
 
 from app.errors import Blueprint
 from app.extensions import engine
 from app.models.schemas import (LoadRequestSchema, LoadResponseSchema, ModelListSchema,
                                 UnloadRequestSchema, UnloadResponseSchema)
-from workers.errors import LmhostError, to_wire
+from app.sse import MEDIA_TYPE, event_stream
 
 blp = Blueprint("models", __name__, url_prefix="/api/v1/models",
                 description="Models on disk and their loaded instances (LM Studio REST v1)")
+
+_LOADED = LoadResponseSchema()
 
 
 @blp.route("")
@@ -29,32 +31,21 @@ def list_models():
 def load_model(load_request):
     """Load a model instance (seed 000). With ``Accept: text/event-stream`` the answer is SSE:
     ``progress`` events, then ``loaded`` (the JSON body) or ``error``."""
-    events = engine().supervisor.load(load_request)
+    messages = engine().supervisor.load(load_request)
     # The first message comes once the supervisor has validated the request: an unknown model,
     # a taken identifier or a bad config still gets its own HTTP status, even for SSE.
-    first = next(events)
-    if request.accept_mimetypes.best == "text/event-stream":
-        return Response(stream_with_context(_sse(itertools.chain([first], events))),
-                        mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    for message in itertools.chain([first], events):
+    messages = itertools.chain([next(messages)], messages)
+    if request.accept_mimetypes.best == MEDIA_TYPE:
+        return event_stream(map(_load_event, messages), error_event="error")
+    for message in messages:
         if "result" in message:
             return message["result"]
 
 
-def _sse(events):
-    try:
-        for message in events:
-            if "result" in message:
-                yield _sse_event("loaded", LoadResponseSchema().dump(message["result"]))
-            else:
-                yield _sse_event("progress", {"progress": message["progress"]})
-    except LmhostError as error:
-        yield _sse_event("error", {"error": to_wire(error)})
-
-
-def _sse_event(name: str, data: dict) -> str:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+def _load_event(message: dict) -> tuple[str, bytes]:
+    if "result" in message:
+        return "loaded", json.dumps(_LOADED.dump(message["result"])).encode()
+    return "progress", json.dumps({"progress": message["progress"]}).encode()
 
 
 @blp.route("/unload", methods=["POST"])
