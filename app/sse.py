@@ -1,4 +1,4 @@
-"""Server-sent events: the one helper that streams them.
+"""Server-sent events: the one helper that streams them, and the schema that documents them.
 
 Both streaming routes use it: a load with ``Accept: text/event-stream`` (named events:
 ``progress``, ``loaded``, ``error``) and OpenAI's ``stream: true`` (unnamed events ending with
@@ -42,3 +42,21 @@ def event_stream(events: Iterable[tuple[str | None, bytes]], *, end: bytes | Non
 def _frame(name: str | None, data: bytes) -> bytes:
     return (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + data + b"\n\n"
 
+
+def events_schema(*events: tuple[str | None, object]) -> dict:
+    """JSON Schema of one event of a stream, read as an object: ``event`` (its name; a client
+    reads an unnamed one as "message") and ``data``. `events` are (name or None, what the data
+    holds): a marshmallow schema of the JSON it carries, or a literal string like "[DONE]"."""
+    variants = []
+    for name, data in events:
+        if isinstance(data, str):
+            data_schema = {"type": "string", "const": data}
+        else:
+            data_schema = {"type": "string", "contentMediaType": "application/json",
+                           "contentSchema": data}
+        variant = {"type": "object", "properties": {"data": data_schema}, "required": ["data"]}
+        if name is not None:
+            variant["properties"]["event"] = {"type": "string", "const": name}
+            variant["required"].append("event")
+        variants.append(variant)
+    return {"oneOf": variants}

@@ -117,7 +117,7 @@ class ModelSchema(Schema):
         "type": "array", "items": {"type": "string"}, "description": "extension: key@variant"})
     selected_variant = fields.Method("selected_reference", required=True, metadata={
         "type": "string", "description": "extension: the variant a plain key picks"})
-    last_failure = fields.Nested(FailureSchema, allow_none=True, metadata={
+    last_failure = fields.Nested(FailureSchema, metadata={
         "description": "extension: the latest instance of this model that failed to load, "
                        "crashed or exited unasked (absent when none did)"})
 

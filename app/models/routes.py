@@ -5,9 +5,11 @@ import json
 
 from flask import request
 
-from app.errors import Blueprint
+from app.api import Blueprint
+from app.errors import ErrorSchema
 from app.extensions import engine
-from app.models.schemas import (LoadRequestSchema, LoadResponseSchema, ModelListSchema,
+from app.models.schemas import (LOAD_EXAMPLE, UNLOAD_EXAMPLE, LoadProgressSchema,
+                                LoadRequestSchema, LoadResponseSchema, ModelListSchema,
                                 UnloadRequestSchema, UnloadResponseSchema)
 from app.sse import MEDIA_TYPE, event_stream
 
@@ -19,6 +21,7 @@ _LOADED = LoadResponseSchema()
 
 @blp.route("")
 @blp.response(200, ModelListSchema)
+@blp.errors()
 def list_models():
     """List downloaded models with their loaded instances (seed 004)."""
     eng = engine()
@@ -26,11 +29,17 @@ def list_models():
 
 
 @blp.route("/load", methods=["POST"])
-@blp.arguments(LoadRequestSchema)
+@blp.arguments(LoadRequestSchema, example=LOAD_EXAMPLE)
 @blp.response(200, LoadResponseSchema)
+@blp.streams("The instance, loaded (or found, with `reuse_existing`). With `Accept: "
+             "text/event-stream`, server-sent events: `progress` (0.0 to 1.0, monotonic, ending "
+             "at 1.0), then `loaded` with the JSON answer, or `error` with the error body",
+             ("progress", LoadProgressSchema), ("loaded", LoadResponseSchema),
+             ("error", ErrorSchema))
+@blp.errors("invalid_request", "model_not_found", "identifier_conflict", "model_load_failed",
+            "insufficient_memory", "unavailable")
 def load_model(load_request):
-    """Load a model instance (seed 000). With ``Accept: text/event-stream`` the answer is SSE:
-    ``progress`` events, then ``loaded`` (the JSON body) or ``error``."""
+    """Load a model instance (seed 000)."""
     messages = engine().supervisor.load(load_request)
     # The first message comes once the supervisor has validated the request: an unknown model,
     # a taken identifier or a bad config still gets its own HTTP status, even for SSE.
@@ -49,8 +58,9 @@ def _load_event(message: dict) -> tuple[str, bytes]:
 
 
 @blp.route("/unload", methods=["POST"])
-@blp.arguments(UnloadRequestSchema)
+@blp.arguments(UnloadRequestSchema, example=UNLOAD_EXAMPLE)
 @blp.response(200, UnloadResponseSchema)
+@blp.errors("invalid_request", "instance_not_found", "unavailable")
 def unload_model(unload_request):
     """Unload an instance, after the request in flight on it (bounded)."""
     return engine().supervisor.unload(unload_request["instance_id"])

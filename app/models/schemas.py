@@ -1,19 +1,27 @@
 """Marshmallow schemas of the models resource. The listing's shape (seed 004) is defined once,
-next to the listing, in `workers.listing`; load and unload are defined here (seed 000)."""
+next to the listing, in `workers.listing`; load and unload (seed 000) are defined here."""
 
 from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from app.fields import StrictBoolean, StrictInteger
+from app.fields import Alternatives, StrictBoolean, StrictInteger
 from workers.listing import InstanceConfigSchema, ModelListSchema
 
-__all__ = ["GpuOffload", "LoadRequestSchema", "LoadResponseSchema", "ModelListSchema",
-           "UnloadRequestSchema", "UnloadResponseSchema"]
+__all__ = ["GpuOffload", "LoadProgressSchema", "LoadRequestSchema", "LoadResponseSchema",
+           "ModelListSchema", "UnloadRequestSchema", "UnloadResponseSchema"]
+
+LOAD_EXAMPLE = {"model": "openai/gpt-oss-20b", "context_length": 16384, "flash_attention": True,
+                "echo_load_config": True}  # seed 000's own example
+UNLOAD_EXAMPLE = {"instance_id": "openai/gpt-oss-20b"}
 
 
-class GpuOffload(fields.Field):
+class GpuOffload(Alternatives):
     """A share of layers on the GPU: a number 0..1, or "max" / "off"."""
+
+    def alternatives(self) -> list[dict]:
+        return [{"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "string", "enum": ["max", "off"]}]
 
     def _deserialize(self, value, attr, data, **kwargs):
         if value in ("max", "off"):
@@ -55,13 +63,19 @@ class LoadRequestSchema(Schema):
 
 
 class LoadResponseSchema(Schema):
-    type = fields.String()
-    model_instance_id = fields.String()
-    instance_id = fields.String()
-    load_time_seconds = fields.Float()
-    status = fields.String()
-    load_config = fields.Nested(InstanceConfigSchema)
-    reused = fields.Boolean(metadata={"description": "extension: get-or-load returned an existing instance"})
+    type = fields.String(required=True, validate=validate.OneOf(["llm", "embedding"]))
+    model_instance_id = fields.String(required=True)
+    instance_id = fields.String(required=True, metadata={"description": "LM Studio's newer name"})
+    load_time_seconds = fields.Float(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["loaded"]))
+    load_config = fields.Nested(InstanceConfigSchema,
+                                metadata={"description": "with `echo_load_config`"})
+    reused = fields.Boolean(required=True, metadata={
+        "description": "extension: get-or-load returned an existing instance"})
+
+
+class LoadProgressSchema(Schema):
+    progress = fields.Float(required=True, validate=validate.Range(min=0, max=1))
 
 
 class UnloadRequestSchema(Schema):
@@ -72,4 +86,4 @@ class UnloadRequestSchema(Schema):
 
 
 class UnloadResponseSchema(Schema):
-    instance_id = fields.String()
+    instance_id = fields.String(required=True)
