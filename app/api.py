@@ -94,6 +94,9 @@ class Api(flask_smorest.Api):
         kwargs.setdefault("spec_kwargs", {}).setdefault("marshmallow_plugin", _MarshmallowPlugin())
         super().__init__(app, **kwargs)
 
+    def _register_pagination_header(self):
+        pass  # no route pages its answers: the document has no pagination schema
+
     def _register_error_handlers(self):
         self._app.register_error_handler(HTTPException, errors.handle_http_exception)
         self._app.register_error_handler(LmhostError, errors.handle_engine_error)
