@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/e2e/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test install bench clean
+.PHONY: serve test install bench clean openapi-snapshot
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ test: $(STAMP) $(NODE_STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# The served OpenAPI document (/openapi.json) is the contract; tests/contract/openapi.json is
+# its snapshot, and `make test` fails when they differ. After a deliberate change of the
+# contract, rewrite the snapshot with this and commit it with the change.
+openapi-snapshot: $(STAMP)
+	$(PY) -m pytest -q tests/integration/test_openapi.py -k snapshot --update-openapi-snapshot
 
 # Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 3 minutes in all.
 bench: $(STAMP)

@@ -8,7 +8,7 @@ from typing import Mapping
 from flask import Flask
 
 from app import health, models, openai, sdk
-from app.errors import Api
+from app.api import OPENAPI_VERSION, Api
 from app.extensions import Engine
 from config import Settings, load_settings
 
@@ -25,7 +25,7 @@ def create_app(config: Settings | Mapping | None = None) -> Flask:
     app.config.update(
         API_TITLE="lmhost",
         API_VERSION="v1",
-        OPENAPI_VERSION="3.0.3",
+        OPENAPI_VERSION=OPENAPI_VERSION,
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from app.memo import DumpMemo
+from app.memo import JsonMemo
 from config import Settings
 from workers.catalog import Catalog
 from workers.client import SupervisorClient
@@ -21,7 +21,7 @@ class Engine:
     listing: ModelListing
     supervisor: SupervisorClient
     inference: Inference
-    listing_body: DumpMemo = field(default_factory=DumpMemo)
+    listing_body: JsonMemo = field(default_factory=JsonMemo)
 
     @classmethod
     def build(cls, settings: Settings) -> "Engine":

@@ -9,6 +9,12 @@ from app import create_app
 from config import load_settings
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-openapi-snapshot", action="store_true",
+                     help="rewrite tests/contract/openapi.json from the served document: for a "
+                          "deliberate change of the contract (make openapi-snapshot)")
+
+
 @pytest.fixture(scope="session")
 def engine_verdict():
     """The engine probe's verdict for this host (cached per engine build, CPU and boot)."""

@@ -5,6 +5,8 @@ The engine knows nothing of HTTP: `app.errors` maps each type to its status code
 
 from __future__ import annotations
 
+from marshmallow import Schema, fields
+
 
 class LmhostError(Exception):
     type = "internal_error"
@@ -51,6 +53,16 @@ class InstanceCrashed(LmhostError):
 ERRORS_BY_TYPE = {cls.type: cls for cls in (
     LmhostError, InvalidRequest, ModelNotFound, InstanceNotFound, IdentifierConflict,
     ModelLoadFailed, Unavailable)}
+
+
+class ErrorBodySchema(Schema):
+    """The body of API.md's error shape, as `to_wire` writes it."""
+
+    type = fields.String(required=True)
+    message = fields.String(required=True)
+    code = fields.String(required=True, allow_none=True)
+    param = fields.String(required=True, allow_none=True,
+                          metadata={"description": "the request field at fault, if one is"})
 
 
 def to_wire(error: LmhostError) -> dict:

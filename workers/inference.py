@@ -94,6 +94,13 @@ class Inference:
                 break
         raise Unavailable(f"no instance of {reference!r} could take the request")
 
+    def run_all(self, reference: str, kind: str, params: dict, *, ttl: int | None = None) -> dict:
+        """The result of a non-streaming run."""
+        for message in self.run(reference, kind, params, stream=False, ttl=ttl).messages():
+            if "result" in message:
+                return message["result"]
+        raise LmhostError("the instance ended the request without a result")
+
     def _jit_load(self, reference: str, ttl: int | None) -> list[dict]:
         if not self.settings.jit:
             raise InvalidRequest(
@@ -214,11 +221,3 @@ class Reply:
                 return  # {"done": true}
         finally:
             self.channel.close()
-
-
-def run_all(inference: Inference, reference: str, kind: str, params: dict, **kwargs) -> dict:
-    """The result of a non-streaming run."""
-    for message in inference.run(reference, kind, params, stream=False, **kwargs).messages():
-        if "result" in message:
-            return message["result"]
-    raise LmhostError("the instance ended the request without a result")

@@ -1,95 +1,27 @@
-"""Marshmallow schemas of the models resource: seed 004's listing, field for field.
-
-Fields the seed marks "absent for embedding models" (architecture, capabilities, description,
-and the LLM-only instance config) are left out of the output, not set to null.
-"""
+"""Marshmallow schemas of the models resource. The listing's shape (seed 004) is defined once,
+next to the listing, in `workers.listing`; load and unload (seed 000) are defined here."""
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_dump, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from app.fields import StrictBoolean, StrictInteger
+from app.fields import Alternatives, StrictBoolean, StrictInteger
+from workers.listing import InstanceConfigSchema, ModelListSchema
 
-LLM_ONLY_FIELDS = ("architecture", "capabilities", "description")
+__all__ = ["GpuOffload", "LoadProgressSchema", "LoadRequestSchema", "LoadResponseSchema",
+           "ModelListSchema", "UnloadRequestSchema", "UnloadResponseSchema"]
 
-
-class QuantizationSchema(Schema):
-    name = fields.String(allow_none=True)
-    bits_per_weight = fields.Integer(allow_none=True)
-
-
-class CapabilitiesSchema(Schema):
-    vision = fields.Boolean()
-    trained_for_tool_use = fields.Boolean()
+LOAD_EXAMPLE = {"model": "openai/gpt-oss-20b", "context_length": 16384, "flash_attention": True,
+                "echo_load_config": True}  # seed 000's own example
+UNLOAD_EXAMPLE = {"instance_id": "openai/gpt-oss-20b"}
 
 
-class InstanceConfigSchema(Schema):
-    context_length = fields.Integer()
-    eval_batch_size = fields.Integer()
-    flash_attention = fields.Boolean()
-    num_experts = fields.Integer()
-    offload_kv_cache_to_gpu = fields.Boolean()
-    seed = fields.Integer(metadata={"description": "extension: the sampling seed, when the load set one"})
-
-
-class LoadedInstanceSchema(Schema):
-    id = fields.String()
-    config = fields.Nested(InstanceConfigSchema)
-    status = fields.String(metadata={"description": "extension: \"loading\" or \"loaded\""})
-    ttl_seconds = fields.Integer(metadata={"description": "extension: idle seconds before auto-unload"})
-
-
-class ErrorBodySchema(Schema):
-    type = fields.String()
-    message = fields.String()
-    code = fields.String(allow_none=True)
-    param = fields.String(allow_none=True)
-
-
-class FailureSchema(Schema):
-    instance_id = fields.String()
-    time = fields.String(metadata={"description": "when it ended, ISO 8601 UTC"})
-    exit = fields.String(allow_none=True,
-                         metadata={"description": 'how the process ended: "SIGILL (illegal '
-                                                  'instruction)", "exit code 1"'})
-    error = fields.Nested(ErrorBodySchema,
-                          metadata={"description": "the error its load or request got"})
-
-
-class ModelSchema(Schema):
-    type = fields.String(metadata={"description": '"llm" | "embedding"'})
-    publisher = fields.String()
-    key = fields.String()
-    display_name = fields.String()
-    architecture = fields.String(allow_none=True)
-    quantization = fields.Nested(QuantizationSchema, allow_none=True)
-    size_bytes = fields.Integer()
-    params_string = fields.String(allow_none=True)
-    loaded_instances = fields.List(fields.Nested(LoadedInstanceSchema))
-    max_context_length = fields.Integer(allow_none=True)
-    format = fields.String(allow_none=True, metadata={"description": '"gguf" | "mlx" | null'})
-    capabilities = fields.Nested(CapabilitiesSchema)
-    description = fields.String(allow_none=True)
-    variants = fields.List(fields.String(), metadata={"description": "extension: key@variant"})
-    selected_variant = fields.String(metadata={"description": "extension: the default variant"})
-    last_failure = fields.Nested(FailureSchema, metadata={
-        "description": "extension: the latest instance of this model that failed to load, "
-                       "crashed or exited unasked (absent when none did)"})
-
-    @post_dump
-    def drop_llm_only_fields(self, data, **kwargs):
-        if data.get("type") == "embedding":
-            for name in LLM_ONLY_FIELDS:
-                data.pop(name, None)
-        return data
-
-
-class ModelListSchema(Schema):
-    models = fields.List(fields.Nested(ModelSchema))
-
-
-class GpuOffload(fields.Field):
+class GpuOffload(Alternatives):
     """A share of layers on the GPU: a number 0..1, or "max" / "off"."""
+
+    def alternatives(self) -> list[dict]:
+        return [{"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "string", "enum": ["max", "off"]}]
 
     def _deserialize(self, value, attr, data, **kwargs):
         if value in ("max", "off"):
@@ -97,6 +29,16 @@ class GpuOffload(fields.Field):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ValidationError('must be a number from 0 to 1, "max" or "off"')
         return float(value)
+
+
+class FullMatch(validate.Regexp):
+    """A regular expression the whole value must match: Python's ``$`` also matches before a
+    trailing newline, JSON Schema's (the documented pattern) does not."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class LoadRequestSchema(Schema):
@@ -113,8 +55,8 @@ class LoadRequestSchema(Schema):
     offload_kv_cache_to_gpu = StrictBoolean()
     echo_load_config = StrictBoolean()
     identifier = fields.String(validate=[validate.Length(min=1, max=256),
-                                         validate.Regexp(r"^[^\x00-\x1f\x7f]+$",
-                                                         error="must not contain control characters")])
+                                         FullMatch(r"^[^\x00-\x1f\x7f]+$",
+                                                   error="must not contain control characters")])
     ttl = StrictInteger(validate=validate.Range(min=1))
     reuse_existing = StrictBoolean()
     gpu_offload = GpuOffload()
@@ -122,13 +64,19 @@ class LoadRequestSchema(Schema):
 
 
 class LoadResponseSchema(Schema):
-    type = fields.String()
-    model_instance_id = fields.String()
-    instance_id = fields.String()
-    load_time_seconds = fields.Float()
-    status = fields.String()
-    load_config = fields.Nested(InstanceConfigSchema)
-    reused = fields.Boolean(metadata={"description": "extension: get-or-load returned an existing instance"})
+    type = fields.String(required=True, validate=validate.OneOf(["llm", "embedding"]))
+    model_instance_id = fields.String(required=True)
+    instance_id = fields.String(required=True, metadata={"description": "LM Studio's newer name"})
+    load_time_seconds = fields.Float(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["loaded"]))
+    load_config = fields.Nested(InstanceConfigSchema,
+                                metadata={"description": "with `echo_load_config`"})
+    reused = fields.Boolean(required=True, metadata={
+        "description": "extension: get-or-load returned an existing instance"})
+
+
+class LoadProgressSchema(Schema):
+    progress = fields.Float(required=True, validate=validate.Range(min=0, max=1))
 
 
 class UnloadRequestSchema(Schema):
@@ -139,4 +87,4 @@ class UnloadRequestSchema(Schema):
 
 
 class UnloadResponseSchema(Schema):
-    instance_id = fields.String()
+    instance_id = fields.String(required=True)

@@ -1,51 +1,46 @@
-"""OpenAI-compatible endpoints. Views validate, call `workers.inference` once, and shape the
-answer: the `model` field is the request's `model`, streams are SSE ending with [DONE]."""
+"""OpenAI-compatible endpoints. Views validate, make one call into `workers.openai_compat`, and
+send the answer as JSON or, with ``stream: true``, as SSE ending with ``data: [DONE]``."""
 
 from __future__ import annotations
 
-import base64
-import json
-import struct
+from flask import jsonify
 
-from flask import Response, jsonify
-
-from app.errors import Blueprint
+from app.api import Blueprint
+from app.errors import ErrorSchema
 from app.extensions import engine
-from app.openai.schemas import ChatRequestSchema, CompletionRequestSchema, EmbeddingRequestSchema
-from workers.errors import LmhostError, to_wire
-from workers.inference import run_all
+from app.openai.schemas import (CHAT_EXAMPLE, COMPLETION_EXAMPLE, EMBEDDING_EXAMPLE,
+                                ChatCompletionChunkSchema, ChatCompletionSchema,
+                                ChatRequestSchema, CompletionChunkSchema, CompletionRequestSchema,
+                                CompletionSchema, EmbeddingListSchema, EmbeddingRequestSchema,
+                                OpenAIModelListSchema)
+from app.sse import event_stream
+from workers import openai_compat
 from workers.listing import openai_models
 
 blp = Blueprint("openai", __name__, url_prefix="/v1",
                 description="OpenAI-compatible inference (JIT loading, TTL, auto-evict)")
 
-SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
-            "frequency_penalty")
+INFERENCE_ERRORS = ("invalid_request", "model_not_found", "model_load_failed", "overloaded",
+                    "insufficient_memory", "unavailable")
+DONE = b"[DONE]"
 
 
-def _sampling(body: dict) -> dict:
-    return {k: body[k] for k in SAMPLING if body.get(k) is not None}
+def _stream_doc(chunk_schema):
+    return ("The answer. With `stream: true`, server-sent events: one per chunk, then "
+            "`[DONE]`; an error mid-stream (the instance stopped) is a last event with the "
+            "error body",
+            (None, chunk_schema), (None, ErrorSchema), (None, DONE.decode()))
 
 
-def _sse(chunks):
-    """OpenAI's stream: one `data:` line per chunk (JSON bytes), then [DONE]; an error
-    mid-stream (the instance died) is a last `data: {"error": ...}`, so clients end with an
-    error rather than a truncated answer."""
-    try:
-        for chunk in chunks:
-            yield b"data: " + chunk + b"\n\n"
-        yield b"data: [DONE]\n\n"
-    except LmhostError as error:
-        yield b"data: " + json.dumps({"error": to_wire(error)}).encode() + b"\n\n"
-
-
-def _stream_response(chunks) -> Response:
-    return Response(_sse(chunks), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+def _send(body: dict, answer):
+    if body.get("stream"):
+        return event_stream(((None, chunk) for chunk in answer), end=DONE)
+    return jsonify(answer)
 
 
 @blp.route("/models")
-@blp.response(200)
+@blp.response(200, OpenAIModelListSchema)
+@blp.errors()
 def list_models():
     """Loaded instances and, with JIT on, every downloaded model."""
     eng = engine()
@@ -53,68 +48,30 @@ def list_models():
 
 
 @blp.route("/chat/completions", methods=["POST"])
-@blp.arguments(ChatRequestSchema)
-@blp.response(200)
+@blp.arguments(ChatRequestSchema, example=CHAT_EXAMPLE)
+@blp.response(200, ChatCompletionSchema)
+@blp.streams(*_stream_doc(ChatCompletionChunkSchema))
+@blp.errors(*INFERENCE_ERRORS)
 def chat_completions(body):
     """Chat with the model's own chat template (from its GGUF)."""
-    params = {"messages": [{k: v for k, v in m.items()} for m in body["messages"]],
-              **_sampling(body)}
-    if body.get("max_completion_tokens") is not None:
-        params["max_tokens"] = body["max_completion_tokens"]
-    return _answer(body, "chat", params)
+    return _send(body, openai_compat.chat(engine().inference, body))
 
 
 @blp.route("/completions", methods=["POST"])
-@blp.arguments(CompletionRequestSchema)
-@blp.response(200)
+@blp.arguments(CompletionRequestSchema, example=COMPLETION_EXAMPLE)
+@blp.response(200, CompletionSchema)
+@blp.streams(*_stream_doc(CompletionChunkSchema))
+@blp.errors(*INFERENCE_ERRORS)
 def completions(body):
     """Text completion; `prompt` may be a list (one choice per prompt, in order)."""
-    prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
-    params = {**_sampling(body), "echo": body.get("echo", False)}
-    inference, model = engine().inference, body["model"]
-    if body.get("stream"):
-        first = inference.run(model, "completion", {**params, "prompt": prompts[0]},
-                              stream=True, ttl=body.get("ttl"))
-        if len(prompts) == 1:
-            return _stream_response(first.chunk_bytes())
-
-        def all_prompts():  # several prompts: one after the other, choices renumbered
-            for index, prompt in enumerate(prompts):
-                reply = first if index == 0 else inference.run(
-                    model, "completion", {**params, "prompt": prompt}, stream=True)
-                for message in reply.messages():
-                    for choice in message.get("chunk", {}).get("choices", []):
-                        choice["index"] = index
-                    if "chunk" in message:
-                        yield json.dumps(message["chunk"]).encode()
-        return _stream_response(all_prompts())
-    results = [run_all(inference, model, "completion", {**params, "prompt": p}, ttl=body.get("ttl"))
-               for p in prompts]
-    answer = results[0]
-    answer["choices"] = [dict(r["choices"][0], index=i) for i, r in enumerate(results)]
-    answer["usage"] = {k: sum(r["usage"][k] for r in results) for k in answer["usage"]}
-    return jsonify(answer)
-
-
-def _answer(body: dict, kind: str, params: dict):
-    inference, model = engine().inference, body["model"]
-    if body.get("stream"):
-        reply = inference.run(model, kind, params, stream=True, ttl=body.get("ttl"))
-        return _stream_response(reply.chunk_bytes())
-    return jsonify(run_all(inference, model, kind, params, ttl=body.get("ttl")))
+    return _send(body, openai_compat.complete(engine().inference, body))
 
 
 @blp.route("/embeddings", methods=["POST"])
-@blp.arguments(EmbeddingRequestSchema)
-@blp.response(200)
+@blp.arguments(EmbeddingRequestSchema, example=EMBEDDING_EXAMPLE)
+@blp.response(200, EmbeddingListSchema)
+@blp.errors(*INFERENCE_ERRORS)
 def embeddings(body):
     """Embeddings as float lists, or base64 of little-endian float32 (what the openai client
     asks for by default)."""
-    model = body["model"]
-    result = run_all(engine().inference, model, "embedding", {"input": body["input"]},
-                     ttl=body.get("ttl"))
-    if body.get("encoding_format") == "base64":
-        for item in result["data"]:
-            vector = item["embedding"]
-            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return jsonify(result)
+    return jsonify(openai_compat.embed(engine().inference, body))

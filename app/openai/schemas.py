@@ -1,18 +1,35 @@
-"""Request schemas of the OpenAI-compatible endpoints. Unknown keys are 400s (API.md); the
-OpenAI fields lmhost does not implement are not silently accepted."""
+"""Schemas of the OpenAI-compatible endpoints.
+
+Requests: unknown keys are 400s (API.md); the OpenAI fields lmhost does not implement are not
+silently accepted. Answers: the objects llama.cpp makes in OpenAI's format, documented as open
+objects (OpenAI's clients ignore fields they do not know, and OpenAI adds fields over time).
+"""
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from app.fields import StrictBoolean, StrictFloat, StrictInteger, StringOrList
+from app.fields import Alternatives, StrictBoolean, StrictFloat, StrictInteger, StringOrList
+
+CHAT_EXAMPLE = {"model": "openai/gpt-oss-20b", "max_tokens": 32,
+                "messages": [{"role": "user", "content": "Hello"}]}
+COMPLETION_EXAMPLE = {"model": "openai/gpt-oss-20b", "prompt": "Once upon a time",
+                      "max_tokens": 32}
+EMBEDDING_EXAMPLE = {"model": "nomic-ai/nomic-embed-text-v1.5", "input": ["hello", "world"]}
+
+# -- requests ----------------------------------------------------------------------------------
 
 
-class Content(fields.Field):
+class Content(Alternatives):
     """A message's content: a string, or OpenAI's list of text parts (joined)."""
 
+    def alternatives(self) -> list[dict]:
+        part = {"type": "object", "required": ["type", "text"],
+                "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+        return [{"type": "string"}, {"type": "array", "items": part}]
+
     def _deserialize(self, value, attr, data, **kwargs):
-        if value is None or isinstance(value, str):
+        if isinstance(value, str):
             return value
         if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text"
                                            and isinstance(p.get("text"), str) for p in value):
@@ -68,13 +85,126 @@ class EmbeddingRequestSchema(Schema):
         unknown = RAISE
 
     model = fields.String(required=True, validate=validate.Length(min=1, max=512))
-    input = StringOrList(required=True)
+    input = StringOrList(required=True, non_empty=True)
     encoding_format = fields.String(validate=validate.OneOf(["float", "base64"]))
     user = fields.String()
     ttl = StrictInteger(validate=validate.Range(min=1))
 
-    @validates_schema
-    def no_empty_strings(self, data, **kwargs):
-        texts = [data["input"]] if isinstance(data.get("input"), str) else data.get("input", [])
-        if any(not t for t in texts):
-            raise ValidationError("must not contain empty strings", "input")
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+class OpenObject(Schema):
+    class Meta:
+        unknown = INCLUDE  # documented as additionalProperties: true
+
+
+def _object(name: str):
+    return fields.String(required=True, validate=validate.OneOf([name]))
+
+
+def _finish_reason(**kwargs):
+    return fields.String(required=True, validate=validate.OneOf(["stop", "length"]), **kwargs)
+
+
+class AnswerSchema(OpenObject):
+    """What every answer and chunk carries."""
+
+    id = fields.String(required=True)
+    created = fields.Integer(required=True)
+    model = fields.String(required=True, metadata={"description": "the request's `model`"})
+
+
+class UsageSchema(OpenObject):
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+
+
+class AssistantMessageSchema(OpenObject):
+    role = fields.String(required=True, validate=validate.OneOf(["assistant"]))
+    content = fields.String(required=True, allow_none=True)
+
+
+class ChatChoiceSchema(OpenObject):
+    index = fields.Integer(required=True)
+    message = fields.Nested(AssistantMessageSchema, required=True)
+    logprobs = fields.Dict(allow_none=True)
+    finish_reason = _finish_reason()
+
+
+class ChatCompletionSchema(AnswerSchema):
+    object = _object("chat.completion")
+    choices = fields.List(fields.Nested(ChatChoiceSchema), required=True)
+    usage = fields.Nested(UsageSchema, required=True)
+
+
+class DeltaSchema(OpenObject):
+    role = fields.String(validate=validate.OneOf(["assistant"]))
+    content = fields.String(allow_none=True)
+
+
+class ChatChunkChoiceSchema(OpenObject):
+    index = fields.Integer(required=True)
+    delta = fields.Nested(DeltaSchema, required=True)
+    logprobs = fields.Dict(allow_none=True)
+    finish_reason = _finish_reason(allow_none=True)
+
+
+class ChatCompletionChunkSchema(AnswerSchema):
+    object = _object("chat.completion.chunk")
+    choices = fields.List(fields.Nested(ChatChunkChoiceSchema), required=True)
+
+
+class CompletionChoiceSchema(OpenObject):
+    text = fields.String(required=True)
+    index = fields.Integer(required=True, metadata={"description": "the prompt's index"})
+    logprobs = fields.Dict(allow_none=True)
+    finish_reason = _finish_reason(allow_none=True, metadata={
+        "description": "null until a stream's last chunk"})
+
+
+class CompletionChunkSchema(AnswerSchema):
+    object = _object("text_completion")
+    choices = fields.List(fields.Nested(CompletionChoiceSchema), required=True)
+
+
+class CompletionSchema(CompletionChunkSchema):
+    usage = fields.Nested(UsageSchema, required=True, metadata={"description": "summed over prompts"})
+
+
+class Vector(Alternatives):
+    def alternatives(self) -> list[dict]:
+        return [{"type": "array", "items": {"type": "number"}},
+                {"type": "string", "description": "base64 of little-endian float32"}]
+
+
+class EmbeddingSchema(OpenObject):
+    object = _object("embedding")
+    embedding = Vector(required=True)
+    index = fields.Integer(required=True)
+
+
+class EmbeddingUsageSchema(OpenObject):
+    prompt_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+
+
+class EmbeddingListSchema(OpenObject):
+    object = _object("list")
+    data = fields.List(fields.Nested(EmbeddingSchema), required=True)
+    model = fields.String(required=True)
+    usage = fields.Nested(EmbeddingUsageSchema, required=True)
+
+
+class OpenAIModelSchema(OpenObject):
+    id = fields.String(required=True, metadata={"description": "an instance id or a model key"})
+    object = _object("model")
+    owned_by = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(["llm", "embedding"]),
+                         metadata={"description": "extension"})
+
+
+class OpenAIModelListSchema(OpenObject):
+    object = _object("list")
+    data = fields.List(fields.Nested(OpenAIModelSchema), required=True)
