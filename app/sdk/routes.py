@@ -9,7 +9,7 @@ from flask import Blueprint as FlaskBlueprint, current_app
 from flask_sock import Sock
 from marshmallow import Schema, fields
 
-from app.errors import Blueprint
+from app.api import Blueprint
 from app.sdk.session import Namespace, Session
 
 blp = Blueprint("sdk", __name__, description="LM Studio SDK protocol (discovery probe)")
@@ -22,11 +22,12 @@ NOT_SERVED = ("files", "repository", "plugins", "diagnostics", "runtime", "retri
 
 
 class GreetingSchema(Schema):
-    lmstudio = fields.Boolean()
+    lmstudio = fields.Boolean(required=True)
 
 
 @blp.route("/lmstudio-greeting")
 @blp.response(200, GreetingSchema)
+@blp.errors()
 def greeting():
     """What the SDKs probe to find a server: ``{"lmstudio": true}``."""
     return {"lmstudio": True}

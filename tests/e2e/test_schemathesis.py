@@ -29,7 +29,7 @@ import pytest
 
 from tests.e2e.conftest import clean_env
 from tests.helpers import our_processes, wait_for
-from workers import synthetic
+from lmhost import synthetic
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 MAX_EXAMPLES = 50

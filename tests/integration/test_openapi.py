@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 
-from workers import synthetic
+from lmhost import synthetic
 
 SNAPSHOT = Path(__file__).parents[1] / "contract" / "openapi.json"
 CHAT = [{"role": "user", "content": "Hello"}]
