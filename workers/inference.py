@@ -24,7 +24,8 @@ from config import Settings
 from workers import policy
 from workers.catalog import Catalog
 from workers.client import SupervisorClient
-from workers.errors import InvalidRequest, LmhostError, Overloaded, Unavailable, from_wire
+from workers.errors import (InstanceNotFound, InvalidRequest, LmhostError, Overloaded,
+                            Unavailable, from_wire)
 from workers.protocol import Channel, ProtocolError, call
 from workers.records import State
 from workers.table import InstanceTable, TableUnreadable
@@ -110,6 +111,19 @@ class Inference:
         if context_length is not None:
             request["context_length"] = context_length
         yield from self.supervisor.load(request)
+
+    def ask(self, instance_id: str, request: dict) -> dict:
+        """An op an instance answers at once (``tokenize``, ``template``), by instance id."""
+        row = next((r for r in self._rows() if r["id"] == instance_id), None)
+        if row is None:
+            raise InstanceNotFound(f"no loaded instance {instance_id!r}")
+        try:
+            answer = call(row["socket"], request, timeout=30.0)
+        except (OSError, ProtocolError):
+            raise self.lost(row) from None
+        if "error" in answer:
+            raise from_wire(answer["error"])
+        return answer
 
     def run_all(self, reference: str, kind: str, params: dict, *, ttl: int | None = None) -> dict:
         """The result of a non-streaming run."""

@@ -28,13 +28,15 @@ class ModelHandlers:
         self.eng = eng
         self.type = type_  # "llm" | "embedding": also the namespace's name
 
-    def namespace(self, extra_rpc: dict | None = None) -> Namespace:
+    def namespace(self, extra_rpc: dict | None = None,
+                  extra_channels: dict | None = None) -> Namespace:
         return Namespace(
             name=self.type,
             rpc={"listLoaded": self.list_loaded, "getModelInfo": self.get_model_info,
                  "getLoadConfig": self.get_load_config, "unloadModel": self.unload_model,
                  **(extra_rpc or {})},
-            channels={"loadModel": self.load_model, "getOrLoad": self.get_or_load},
+            channels={"loadModel": self.load_model, "getOrLoad": self.get_or_load,
+                      **(extra_channels or {})},
             convert=self.convert)
 
     # -- reading the table and the catalog ---------------------------------------------------

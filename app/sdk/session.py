@@ -4,8 +4,7 @@ The loop itself only parses and routes frames; every RPC and channel runs on a t
 own, so a socket keeps answering ``keepAlive`` and sees a channel's ``cancel`` while a load is
 under way. Sends from those threads go through one lock (frames are never interleaved).
 
-Endpoints a namespace does not serve (prediction, for now; whole namespaces such as
-``/files``) are answered with an ``rpcError`` / ``channelError`` / ``signalError`` carrying a
+Endpoints a namespace does not serve (whole namespaces such as ``/files``) are answered with an ``rpcError`` / ``channelError`` / ``signalError`` carrying a
 proper error object, so neither official client hangs. A channel always ends with
 ``channelClose`` or ``channelError``.
 """
@@ -62,12 +61,14 @@ class Namespace:
 
 
 class Channel:
-    """A channel as its handler sees it: `send` a message, see whether the client `cancelled`."""
+    """A channel as its handler sees it: `send` a message, see whether the client `cancelled`;
+    `on_cancel`, when a handler sets it, is called (from the receive loop) on a cancel."""
 
     def __init__(self, session: "Session", channel_id: int):
         self.session = session
         self.id = channel_id
         self.cancelled = threading.Event()
+        self.on_cancel: Callable[[], None] | None = None
 
     def send(self, message: dict) -> None:
         self.session.send(framing.channel_send(self.id, message))
@@ -273,6 +274,8 @@ class Session:
         message = frame.get("message")
         if channel is not None and isinstance(message, dict) and message.get("type") == "cancel":
             channel.cancelled.set()
+            if channel.on_cancel is not None:
+                channel.on_cancel()
         if isinstance(frame.get("ackId"), int):
             self.send({"type": "channelAck", "channelId": frame["channelId"],
                        "ackId": frame["ackId"]})

@@ -98,6 +98,11 @@ class Engine:
             raise RequestError(f"the chat template cannot render these messages: {exc}",
                                "messages") from None
 
+    def formatted(self, messages: list[dict], tools: list[dict], template: dict | None) -> str:
+        """The chat as the model would read it (the SDK's ``applyPromptTemplate``)."""
+        structured.tool_mode({"tools": tools})  # checks them
+        return self.render(structured.chat_messages(messages, tools, None), template)[0]
+
     def prompt(self, params: dict, tools: list[dict], forced: str | None) -> list[int]:
         if params.get("messages") is not None:
             messages = structured.chat_messages(params["messages"], tools, forced)

@@ -110,9 +110,9 @@ class Instance:
                 channel.send({"tokens": self.engine.tokenize(
                     str(request.get("text", "")), bool(request.get("add_bos", True)))})
             elif op == "template":
-                prompt, _ = self.engine.render(list(request.get("messages") or []),
-                                               request.get("template"))
-                channel.send({"prompt": prompt})
+                channel.send({"prompt": self.engine.formatted(
+                    list(request.get("messages") or []), list(request.get("tools") or []),
+                    request.get("template"))})
             else:
                 channel.send({"error": {"type": "invalid_request", "message": f"unknown op {op!r}"}})
         except RequestError as exc:

@@ -139,8 +139,10 @@ def tool_instructions(tools: list[dict], forced: str | None) -> str:
                        for t in tools)
     call = '{"tool_calls": [{"name": "<tool name>", "arguments": {<its arguments>}}]}'
     if forced is None:
-        how = (f"Reply with one JSON object: {call} to call tools, or "
-               '{"response": "<your answer>"} to answer the user directly.')
+        # worded for small models: a placeholder like <your answer> gets copied verbatim
+        how = (f"Reply with one JSON object, either {call} to call a tool, or "
+               '{"response": "..."} to answer the user with the text in place of the dots. '
+               "When a tool has given its result, answer the user with it.")
     elif forced:
         how = f"Reply with one JSON object that calls the tool {forced}: {call}"
     else:
