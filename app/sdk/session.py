@@ -73,6 +73,11 @@ class Channel:
     def send(self, message: dict) -> None:
         self.session.send(framing.channel_send(self.id, message))
 
+    def cancel(self) -> None:
+        self.cancelled.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
+
 
 class Session:
     def __init__(self, ws, namespace: Namespace, registry):
@@ -124,6 +129,7 @@ class Session:
             pass
         finally:
             self.registry.leave(self)
+            self._cancel_all()  # a client gone cancels what it asked for (a prediction stops)
 
     def _authenticate(self, timeout: float) -> Client | None:
         try:
@@ -268,14 +274,18 @@ class Session:
                           request_id)
             raise SdkError(f"internal error (request id {request_id})") from None
 
+    def _cancel_all(self) -> None:
+        with self._lock:
+            channels = list(self._channels.values())
+        for channel in channels:
+            channel.cancel()
+
     def _channel_message(self, frame: dict) -> None:
         with self._lock:
             channel = self._channels.get(frame["channelId"])
         message = frame.get("message")
         if channel is not None and isinstance(message, dict) and message.get("type") == "cancel":
-            channel.cancelled.set()
-            if channel.on_cancel is not None:
-                channel.on_cancel()
+            channel.cancel()
         if isinstance(frame.get("ackId"), int):
             self.send({"type": "channelAck", "channelId": frame["channelId"],
                        "ackId": frame["ackId"]})
