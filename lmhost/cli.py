@@ -54,16 +54,25 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from lmhost import synthetic
+    """The real instruct model (SmolLM2, linked or copied from its installed package) and a
+    tiny synthetic embedding model, when the models dir holds no model yet."""
+    from lmhost import realmodel, synthetic
     settings = _settings_from(args, ("models_dir",))
     models_dir = settings.models_dir
     existing = sorted(models_dir.glob("*/*/*.gguf")) if models_dir.is_dir() else []
     if existing:
         print(f"{models_dir} already holds {len(existing)} model file(s); no demo models written")
         return 0
-    for model in synthetic.write_demo_models(models_dir):
-        print(f"wrote {model.path} ({model.kind}, {model.architecture}, "
-              f"{model.path.stat().st_size} bytes)")
+    try:
+        real = realmodel.place_smollm2(models_dir)
+    except realmodel.RealModelMissing as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {real} (llm, {realmodel.KEY}: a real instruct model, "
+          f"{real.stat().st_size} bytes)")
+    embed = synthetic.write_bert_embedding(models_dir.joinpath(*synthetic.DEMO_MODELS[2]), seed=2,
+                                           file_type="F16", name="Tiny Embed")
+    print(f"wrote {embed.path} ({embed.kind}, {embed.architecture}, "
+          f"{embed.path.stat().st_size} bytes)")
     return 0
 
 

@@ -36,10 +36,11 @@ seen.errors = {
   badConfig: await failure(() => client.llm.load("tiny-llama", { config: { contextLength: 999999 }, verbose: false })),
   wrongNamespace: await failure(() => client.llm.model("tiny-embed", { verbose: false })),
   unloadUnknown: await failure(() => client.llm.unload("no-such-instance")),
-  predict: await failure(() => llama.respond("Hello")),
-  embedString: await failure(() => embed.embed("Hello")),
   files: await failure(() => client.files.prepareImageBase64("a.png", "aGVsbG8=")),
 };
+const predicted = await llama.respond("Hello", { maxTokens: 4 });
+seen.predicted = { content: predicted.content, stats: predicted.stats };
+seen.embedded = (await embed.embed("Hello")).embedding.length;
 await client.llm.unload("ts-moe");
 await embed.unload();
 await llama.unload();
