@@ -100,6 +100,6 @@ def test_real_instances_no_check_fails(serve, example_models, short_tmp):
                                                  LMHOST_INSTANCE_THREADS="1"))
     answers = run_schemathesis(server, short_tmp / "schemathesis", EXAMPLE_MODELS_CONFIG)
     for path in ("/api/v1/models/load", "/api/v1/models/unload", "/v1/chat/completions",
-                 "/v1/completions", "/v1/embeddings"):
+                 "/v1/completions", "/v1/embeddings", "/api/v1/chat"):
         assert answers[(path, 200)], f"no request to {path} was served: {answers}"
     stop_cleanly(server)
