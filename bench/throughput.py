@@ -313,7 +313,7 @@ def report_rounds(rounds: list[dict], who: str) -> float:
 # A fresh interpreter: argv[1] is a JSON spec. It loads the model, prints one JSON line, then
 # for every "go" line on stdin runs one streamed completion and prints its timings as JSON
 # (perf_counter() is CLOCK_MONOTONIC: comparable between processes). EOF ends it.
-INPROC_SCRIPT = r"""
+INPROC_LOAD = r"""
 import json, sys, time
 spec = json.loads(sys.argv[1])
 import llama_cpp
@@ -324,6 +324,8 @@ llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=sp
                       n_threads_batch=spec["threads"], verbose=False)
 print(json.dumps({"version": llama_cpp.__version__, "load_s": time.perf_counter() - started}),
       flush=True)
+"""
+INPROC_SCRIPT = INPROC_LOAD + r"""
 for line in sys.stdin:
     stamps, text, finish = [], [], None
     start = time.perf_counter()
@@ -772,17 +774,7 @@ STORY = {"type": "object", "properties": {"title": {"type": "string"}, "story": 
 
 # A fresh interpreter for the real model: each stdin line is a JSON job {"structured": bool};
 # it streams create_chat_completion and prints the timings and the text's token count.
-INPROC_CHAT_SCRIPT = r"""
-import json, sys, time
-spec = json.loads(sys.argv[1])
-import llama_cpp
-from workers.llama_params import install
-install(extra_bufts=spec["extra_bufts"])
-started = time.perf_counter()
-llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
-                      n_threads_batch=spec["threads"], verbose=False)
-print(json.dumps({"version": llama_cpp.__version__, "load_s": time.perf_counter() - started}),
-      flush=True)
+INPROC_CHAT_SCRIPT = INPROC_LOAD + r"""
 for line in sys.stdin:
     job = json.loads(line)
     extra = {"response_format": {"type": "json_object", "schema": spec["schema"]}} if job["structured"] else {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from config import Settings
@@ -208,6 +208,14 @@ class Inference:
         return None, None, None
 
 
+@dataclass
+class Collected:
+    text: list[str] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
+    tool_calls: list[dict] = field(default_factory=list)
+    done: dict = field(default_factory=dict)
+
+
 class Reply:
     """An instance's answer to one request, read once with `messages()` (each line decoded).
     `cancel()` asks the instance to stop generating (it then ends with its ``done`` line);
@@ -237,6 +245,19 @@ class Reply:
                 message = json.loads(line)
         finally:
             self.channel.close()
+
+    def collect(self) -> "Collected":
+        """A whole generation: its text, log-probability entries, tool calls, ``done`` line."""
+        answer = Collected()
+        for message in self.messages():
+            if "text" in message:
+                answer.text.append(message["text"])
+                answer.logprobs.extend(message.get("logprobs", ()))
+            elif "tool_calls" in message:
+                answer.tool_calls = message["tool_calls"]
+            elif "done" in message:
+                answer.done = message["done"]
+        return answer
 
     def cancel(self) -> None:
         try:

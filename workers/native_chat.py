@@ -63,13 +63,10 @@ class NativeChat:
         for message in self._load(body):
             if "result" in message:
                 load_time = message["result"].get("load_time_seconds")
-        text, done, reply = [], {}, self._run(body, messages, params)
-        for message in reply.messages():
-            if "text" in message:
-                text.append(message["text"])
-            elif "done" in message:
-                done = message["done"]
-        return self._result(body, messages, reply.instance_id, "".join(text), done, load_time)
+        reply = self._run(body, messages, params)
+        answer = reply.collect()
+        return self._result(body, messages, reply.instance_id, "".join(answer.text), answer.done,
+                            load_time)
 
     # -- steps -------------------------------------------------------------------------------
 

@@ -98,15 +98,8 @@ def chat(inference: Inference, body: dict) -> Answer:
     if body.get("stream"):
         return _chat_chunks(reply, head, bool((body.get("stream_options") or {})
                                               .get("include_usage")))
-    text, logprobs, calls, done = [], [], [], {}
-    for message in reply.messages():
-        if "text" in message:
-            text.append(message["text"])
-            logprobs.extend(message.get("logprobs", ()))
-        elif "tool_calls" in message:
-            calls = message["tool_calls"]
-        elif "done" in message:
-            done = message["done"]
+    answer = reply.collect()
+    text, logprobs, calls, done = answer.text, answer.logprobs, answer.tool_calls, answer.done
     assistant = {"role": "assistant", "content": "".join(text) if text or not calls else None}
     if calls:
         assistant["tool_calls"] = [_tool_call(call) for call in calls]
@@ -187,17 +180,13 @@ def complete(inference: Inference, body: dict) -> Answer:
                                   bool((body.get("stream_options") or {}).get("include_usage")))
     choices, total = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     for index, reply in enumerate(replies()):
-        text, entries, done = [prompts[index]] if echo else [], [], {}
-        for message in reply.messages():
-            if "text" in message:
-                text.append(message["text"])
-                entries.extend(message.get("logprobs", ()))
-            elif "done" in message:
-                done = message["done"]
+        answer = reply.collect()
+        text = ([prompts[index]] if echo else []) + answer.text
         choices.append({"text": "".join(text), "index": index,
-                        "logprobs": _completion_logprobs(entries) if "logprobs" in params else None,
-                        "finish_reason": FINISH[done["stop"]]})
-        total = {k: total[k] + v for k, v in usage(done).items()}
+                        "logprobs": (_completion_logprobs(answer.logprobs)
+                                     if "logprobs" in params else None),
+                        "finish_reason": FINISH[answer.done["stop"]]})
+        total = {k: total[k] + v for k, v in usage(answer.done).items()}
     return {**head, "choices": choices, "usage": total}
 
 
