@@ -102,13 +102,16 @@ def test_answers_match_the_document(live):
                                           "max_tokens": 2, "stream": True})
     tools = [{"type": "function", "function": {"name": "f", "parameters": {
         "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]
+    # one call (random weights would add calls to the list until max_tokens), seeded
     calls = call("POST", "/v1/chat/completions", 200, {
         "model": "tiny-llama", "messages": CHAT, "tools": tools, "tool_choice": "required",
-        "max_tokens": 300, "logprobs": True, "top_logprobs": 1}).get_json()
+        "parallel_tool_calls": False, "seed": 1, "max_tokens": 300, "logprobs": True,
+        "top_logprobs": 1}).get_json()
     assert calls["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "f"
     streamed_calls = call("POST", "/v1/chat/completions", 200, {
         "model": "tiny-llama", "messages": CHAT, "tools": tools, "tool_choice": "required",
-        "max_tokens": 300, "stream": True, "stream_options": {"include_usage": True}})
+        "parallel_tool_calls": False, "seed": 2, "max_tokens": 300, "stream": True,
+        "stream_options": {"include_usage": True}})
     assert b'"tool_calls":[{"index":0' in streamed_calls.get_data()
     call("POST", "/v1/chat/completions", 200, {
         "model": "tiny-llama", "messages": CHAT, "max_tokens": 3, "logprobs": True,
