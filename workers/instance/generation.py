@@ -222,11 +222,11 @@ class Run:
 
     def _sample(self) -> tuple[str, str | None]:
         llm, e, lib = self.llm, self.e, self.e._lib
+        if self.max_tokens is not None and self.max_tokens < 1:
+            return "length", None
         while True:
             if self.cancelled.is_set():
                 return "cancelled", None
-            if self.max_tokens is not None and self.generated >= self.max_tokens:
-                return "length", None
             token, make_entry = self.sampler.sample(self.top)
             if lib.llama_vocab_is_eog(e.vocab, token):
                 return "eos", None
@@ -242,6 +242,9 @@ class Run:
             self._text(text, [make_entry(piece)] if make_entry is not None else [])
             if found is not None:
                 return "stop_string", found
+            # decided before the next decode, which the last token does not need
+            if self.max_tokens is not None and self.generated >= self.max_tokens:
+                return "length", None
             if llm.n_tokens + 1 >= e.n_ctx:
                 return "context", None
             llm.eval([token])
