@@ -70,11 +70,12 @@ class Inference:
                                    and (not pinned or r["variant"] == variant.name)], None)
 
     def run(self, reference: str, kind: str, params: dict, *, stream: bool,
-            ttl: int | None = None) -> "Reply":
+            ttl: int | None = None, target: Target | None = None) -> "Reply":
         """Route the request to an instance (loading one if needed) and return its reply once
         the instance has answered first; answers carry `reference` as their ``model``.
-        Raises `LmhostError` for everything the client should hear."""
-        target = self.target(reference)
+        `target`: `target(reference)` when the caller has just found it. Raises `LmhostError`
+        for everything the client should hear."""
+        target = target or self.target(reference)
         self.check_type(reference, target, kind)
         request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference}
         for attempt in (1, 2):  # a second try after the chosen instance died under us
@@ -102,9 +103,7 @@ class Inference:
                    context_length: int | None = None) -> Iterator[dict]:
         """For a caller that shows a JIT load as it happens (``/api/v1/chat``'s events): when
         `reference` has no loaded instance, load one as `run` would, yielding the supervisor's
-        progress events and then ``{"result": ...}``; nothing when one is loaded."""
-        if self.target(reference).rows:
-            return
+        progress events and then ``{"result": ...}``. (Call it when `target` found none.)"""
         self._check_jit(reference)
         request = {"model": reference, "reuse_existing": True, "jit": True,
                    "ttl": ttl or self.settings.jit_ttl}

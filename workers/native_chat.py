@@ -17,7 +17,7 @@ from typing import Iterator
 
 from workers import policy
 from workers.errors import InvalidRequest, LmhostError, to_wire
-from workers.inference import Inference
+from workers.inference import Inference, Target
 from workers.responses import ResponseStore
 from workers.table import TableUnreadable
 
@@ -38,11 +38,13 @@ class NativeChat:
         self.inference = inference
         self.store = store
 
-    def prepare(self, body: dict) -> tuple[list[dict], dict]:
-        """The chat so far with this turn, and the job's params. Raises what the client
-        should hear before anything is streamed (unknown model first, as ``/v1`` does)."""
+    def prepare(self, body: dict) -> tuple[list[dict], dict, Target]:
+        """The chat so far with this turn, the job's params, and the model's instances. Raises
+        what the client should hear before anything is streamed (unknown model first, as
+        ``/v1`` does)."""
         model = body["model"]
-        self.inference.check_type(model, self.inference.target(model), "generate")
+        target = self.inference.target(model)
+        self.inference.check_type(model, target, "generate")
         if body.get("reasoning") not in (None, "off"):
             raise InvalidRequest(f"reasoning: {model!r} has no reasoning setting; only \"off\" "
                                  "is accepted", param="reasoning")
@@ -53,31 +55,35 @@ class NativeChat:
             messages.insert(0, {"role": "system", "content": body["system_prompt"]})
         messages.append({"role": "user", "content": _input_text(body["input"])})
         params = {job: body[field] for field, job in SAMPLING.items() if body.get(field) is not None}
-        return messages, params
+        return messages, params, target
 
     def chat(self, body: dict) -> dict | Iterator[Event]:
-        messages, params = self.prepare(body)
+        messages, params, target = self.prepare(body)
         if body.get("stream"):
-            return self._events(body, messages, params)
+            return self._events(body, messages, params, target)
         load_time = None
-        for message in self._load(body):
+        for message in self._load(body, target):
             if "result" in message:
                 load_time = message["result"].get("load_time_seconds")
-        reply = self._run(body, messages, params)
+        reply = self._run(body, messages, params, target=target)
         answer = reply.collect()
         return self._result(body, messages, reply.instance_id, "".join(answer.text), answer.done,
                             load_time)
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _load(self, body: dict) -> Iterator[dict]:
+    def _load(self, body: dict, target: Target) -> Iterator[dict]:
+        if target.rows:
+            return iter(())
         return self.inference.jit_events(body["model"], body.get("ttl"), body.get("context_length"))
 
-    def _run(self, body: dict, messages: list[dict], params: dict, progress: bool = False):
+    def _run(self, body: dict, messages: list[dict], params: dict, progress: bool = False,
+             target: Target | None = None):
         try:
             return self.inference.run(body["model"], "generate",
                                       {**params, "messages": messages, "progress": progress},
-                                      stream=True, ttl=body.get("ttl"))
+                                      stream=True, ttl=body.get("ttl"),
+                                      target=target if target and target.rows else None)
         except LmhostError as error:
             if error.param in PARAMS:
                 error.message = error.message.replace(f"{error.param}:", f"{PARAMS[error.param]}:", 1)
@@ -100,8 +106,9 @@ class NativeChat:
                 [*messages, {"role": "assistant", "content": text}])
         return result
 
-    def _events(self, body: dict, messages: list[dict], params: dict) -> Iterator[Event]:
-        instance_id, text, done, load_time = self._expected_instance(body), [], {}, None
+    def _events(self, body: dict, messages: list[dict], params: dict,
+                 target: Target) -> Iterator[Event]:
+        instance_id, text, done, load_time = self._expected_instance(body, target), [], {}, None
 
         def event(name: str, **data) -> Event:
             return name, _dumps({"type": name, **data})
@@ -109,7 +116,7 @@ class NativeChat:
         yield event("chat.start", model_instance_id=instance_id)
         messages_iter, failed = None, False
         try:
-            for i, message in enumerate(self._load(body)):
+            for i, message in enumerate(self._load(body, target)):
                 if i == 0:
                     yield event("model_load.start", model_instance_id=instance_id)
                 if "result" in message:
@@ -120,7 +127,7 @@ class NativeChat:
                 elif message.get("progress") is not None:
                     yield event("model_load.progress", model_instance_id=instance_id,
                                 progress=message["progress"])
-            reply = self._run(body, messages, params, progress=True)
+            reply = self._run(body, messages, params, progress=True, target=target)
             instance_id = reply.instance_id
             messages_iter = reply.messages()
             started = False
@@ -153,10 +160,9 @@ class NativeChat:
         yield event("chat.end", result=self._result(body, messages, instance_id, "".join(text),
                                                     done, load_time, store=not failed))
 
-    def _expected_instance(self, body: dict) -> str:
+    def _expected_instance(self, body: dict, target: Target) -> str:
         """The instance that will answer, for ``chat.start``: the one loaded (the first of
         several), or the identifier a JIT load will give."""
-        target = self.inference.target(body["model"])
         if target.rows:
             return target.rows[0]["id"]
         try:

@@ -23,6 +23,7 @@ from app.sdk.models import ModelHandlers, _object
 from app.sdk.predictconfig import job_params
 from app.sdk.session import Channel
 from workers.errors import LmhostError
+from workers.inference import Target
 
 STOP_REASONS = {"eos": "eosFound", "stop_string": "stopStringFound",
                 "length": "maxPredictedTokensReached", "context": "contextLengthReached",
@@ -78,7 +79,10 @@ class PredictionHandlers:
 
     def _generate(self, row: dict, job: dict, applied: list[dict], channel: Channel) -> None:
         job["progress"] = True
-        reply = self._call(lambda: self.eng.inference.run(row["id"], "generate", job, stream=True))
+        # the instance the specifier named: routed to as it is (no second look at the table)
+        target = Target(row["type"], [row], row["id"])
+        reply = self._call(lambda: self.eng.inference.run(row["id"], "generate", job, stream=True,
+                                                          target=target))
         channel.on_cancel = reply.cancel
         if channel.cancelled.is_set():  # before the hook was in place
             reply.cancel()
