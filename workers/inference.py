@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from config import Settings
-from workers import policy
+from workers import policy, served
 from workers.catalog import Catalog
 from workers.client import SupervisorClient
 from workers.errors import InvalidRequest, LmhostError, Overloaded, Unavailable, from_wire
@@ -94,6 +94,7 @@ class Inference:
             rows = target.rows or self._jit_load(reference, ttl)
             channel, first, row = self._dispatch(rows, request)
             if channel is not None:
+                served.note(row["id"])
                 return Reply(channel, first, lambda: self.lost(row))
             target = self.target(reference)
             if target.instance_id is not None and not target.rows:

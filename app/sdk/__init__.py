@@ -38,7 +38,8 @@ def init_app(app: Flask, api) -> None:
 
     eng = engine_of(app)
     app.extensions["lmhost_sdk"] = Sdk(
-        registry=SocketRegistry(eng.settings.sdk_max_sockets),
+        registry=SocketRegistry(eng.settings.sdk_max_sockets,
+                                app.extensions["lmhost_metrics"].sdk_sockets),
         namespaces={"llm": ModelHandlers(eng, "llm").namespace(),
                     "embedding": ModelHandlers(eng, "embedding").namespace(),
                     "system": SystemHandlers(eng).namespace()})

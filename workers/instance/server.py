@@ -49,6 +49,7 @@ class Instance:
         self.state_lock = threading.Lock()
         self.pending = 0
         self.running = False
+        self.generated_tokens = 0  # since the load, for /metrics (guarded by state_lock)
         self.last_used = clock()
         self.stopping = threading.Event()
         self.server: UnixServer | None = None
@@ -116,7 +117,7 @@ class Instance:
                 self.running = True
                 self.last_used = self.clock()
             try:
-                run_job(self.llm, job.request, job.channel)
+                run_job(self.llm, job.request, job.channel, self._count_tokens)
             except (OSError, ProtocolError):
                 pass  # the client went away: its generation stops here
             except Exception as exc:  # noqa: BLE001 - a bad request must not kill the instance
@@ -140,7 +141,12 @@ class Instance:
     def _status(self) -> dict:
         # caller holds state_lock
         return {"busy": self.running, "queued": self.pending - self.running,
-                "last_used": self.last_used, "now": self.clock()}
+                "last_used": self.last_used, "now": self.clock(),
+                "generated_tokens": self.generated_tokens}
+
+    def _count_tokens(self, count: int) -> None:
+        with self.state_lock:
+            self.generated_tokens += count
 
     def status(self) -> dict:
         with self.state_lock:
