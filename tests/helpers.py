@@ -121,9 +121,11 @@ def api_token() -> str:
 
 
 def files_with_tokens(*roots, tokens=None) -> dict[str, list[str]]:
-    """Every file under `roots` (logs, mostly) that holds one of `tokens` (default: every
-    token the suite made), or a part of one (its secret, as the SDK's auth frame splits it):
-    path -> what it holds, the tokens shown by their first 10 characters only."""
+    """Every log under `roots` (a file named there, or a ``*.log`` file under a folder named
+    there: servers, supervisors, instances and nginx all write such) that holds one of
+    `tokens` (default: every token the suite made), or a part of one (its secret, as the SDK's
+    auth frame splits it): path -> what it holds, the tokens shown by their first 10
+    characters only."""
     needles = {}
     for token in (TOKENS_USED if tokens is None else tokens):
         needles[token.encode()] = token
@@ -133,7 +135,8 @@ def files_with_tokens(*roots, tokens=None) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for root in roots:
         root = Path(root)
-        paths = [root] if root.is_file() else (p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ()
+        paths = ([root] if root.is_file() else
+                 (p for p in root.rglob("*.log") if p.is_file()) if root.is_dir() else ())
         for path in paths:
             try:
                 data = path.read_bytes()

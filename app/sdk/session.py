@@ -171,12 +171,14 @@ class Session:
         if text is None:
             self.close(POLICY_VIOLATION, "no authentication frame")
             return None
+        frame = None
         try:
-            client = authenticate(framing.parse_auth(text), self.gate)
+            frame = framing.parse_auth(text)
+            client = authenticate(frame, self.gate)
         except (BadFrame, AuthRefused) as exc:
             log.warning("SDK socket on /%s refused: %s", self.namespace.name,
                         "no valid API token" if isinstance(exc, AuthRefused) else exc)
-            self.send(framing.auth_result(str(exc)))
+            self.send(framing.auth_result(str(exc), frame))
             self.close(POLICY_VIOLATION, "authentication failed")
             return None
         self.send(framing.auth_result())

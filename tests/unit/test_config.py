@@ -80,3 +80,13 @@ def test_client_url_bad_values_name_their_source(flag, env, named):
 def test_client_url_ignores_the_server_settings():
     # a client command must not fail on a server-side typo; `lmhost serve` reports that one
     assert client_url(None, env={"LMHOST_WROKERS": "x", "LMHOST_PORT": "abc"}) == Settings.url
+
+
+def test_every_setting_is_documented_in_config_and_readme():
+    import dataclasses
+    import config
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for field in dataclasses.fields(Settings):
+        name = config.env_name(field.name)
+        assert f"| {name} " in config.__doc__, name
+        assert f"| `{name}` |" in readme, name
