@@ -16,7 +16,9 @@ import json
 import logging
 import time
 
-TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+# gunicorn's own format, so that its lines and lmhost's read alike
+TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
+TEXT_DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 
 
 def _text_value(value) -> str:
@@ -25,8 +27,8 @@ def _text_value(value) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self, fmt: str = TEXT_FORMAT, **kwargs):
-        super().__init__(fmt, **kwargs)
+    def __init__(self, fmt: str = TEXT_FORMAT, datefmt: str | None = TEXT_DATE_FORMAT, **kwargs):
+        super().__init__(fmt, datefmt, **kwargs)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -83,7 +85,8 @@ def configure(log_format: str, log_level: str, stream, text_format: str = TEXT_F
     """A process of its own (the supervisor): the root logger writes `log_format` to `stream`
     (`text_format` for text)."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(TextFormatter(text_format) if log_format == "text" else JsonFormatter())
+    handler.setFormatter(TextFormatter(text_format, None) if log_format == "text"
+                         else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(log_level.upper())
