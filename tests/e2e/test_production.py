@@ -79,8 +79,10 @@ class Deployment:
         self.work = work
         models = work / "models"
         synthetic.write_demo_models(models)
+        self.tokens = work / "tokens"  # as config/lmhost.service: a file, reread on HUP
+        self.tokens.write_text(f"# the team's tokens\n{ADMIN}\n{INFERENCE}:inference\n")
         self.server = start_server(work, models, "--workers", "2", env=clean_env(
-            LMHOST_API_TOKENS=f"{ADMIN},{INFERENCE}:inference", LMHOST_FORWARDED_PROXIES="1",
+            LMHOST_API_TOKENS_FILE=str(self.tokens), LMHOST_FORWARDED_PROXIES="1",
             LMHOST_LOG_FORMAT="json", LMHOST_INSTANCE_THREADS="1", LMHOST_UNLOAD_TIMEOUT="5"))
         try:
             self.nginx = start_nginx(work / "nginx", int(self.server.url.rsplit(":", 1)[1]))
@@ -294,6 +296,41 @@ def test_hup_reloads_the_workers_while_a_stream_finishes_and_instances_stay(depl
     scraped = nginx.get("/metrics").text
     assert metric(scraped, "lmhost_http_requests_total", route="/v1/completions", status=200) >= 2
     assert metric(scraped, "lmhost_sdk_sockets", namespace="llm") == 0
+
+
+def reload(deployment) -> set[int]:
+    """HUP gunicorn's master; wait until only new workers are left. Their pids."""
+    master = deployment.server.proc.pid
+    old = worker_pids(master)
+    os.kill(master, signal.SIGHUP)
+    return wait_for(lambda: (lambda now: now if now and not now & old else None)(
+        {pid for pid in worker_pids(master) if alive(pid)}), timeout=60,
+        what="the old workers to be replaced")
+
+
+def test_hup_rereads_the_tokens_file_and_a_bad_one_locks_everyone_out(deployment):
+    nginx, newcomer = deployment.nginx, api_token()
+    assert nginx.get("/api/v1/models", headers=bearer(newcomer)).status_code == 401
+    deployment.tokens.write_text(f"{ADMIN}\n{newcomer}:inference\n")  # INFERENCE revoked
+    reload(deployment)
+    assert nginx.get("/api/v1/models", headers=bearer(newcomer)).status_code == 200
+    assert nginx.get("/api/v1/models", headers=bearer(INFERENCE)).status_code == 401
+
+    deployment.tokens.write_text(f"{ADMIN}\nnot a token\n")
+    reload(deployment)
+    assert nginx.get("/api/v1/models", headers=bearer(ADMIN)).status_code == 401
+    ready = nginx.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["error"]["param"] == "api_tokens"
+    assert "line 2" in ready.json()["error"]["message"]
+    assert nginx.get("/healthz").status_code == 200  # up, and saying what is wrong
+    assert any("API tokens" in e.get("message", "") and e["level"] == "error"
+               for e in deployment.log_lines())
+
+    deployment.tokens.write_text(f"{ADMIN}\n{INFERENCE}:inference\n")
+    reload(deployment)
+    assert nginx.get("/readyz").status_code == 200
+    assert nginx.get("/api/v1/models", headers=bearer(INFERENCE)).status_code == 200
+    assert deployment.rows()["tiny-llama"]["state"] == "loaded"  # three reloads later
 
 
 def test_no_log_of_the_deployment_holds_a_token(deployment):
