@@ -37,6 +37,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 STATUS_TIMEOUT = 1.0  # seconds for an instance's status at scrape time
 TABLE_STATES = (State.LOADING, State.LOADED, State.UNLOADING)
 TYPES = ("llm", "embedding")
+SDK_NAMESPACES = ("llm", "embedding", "system")
 
 
 class Metrics:
@@ -58,6 +59,11 @@ class Metrics:
         self.sdk_sockets = Gauge(
             "lmhost_sdk_sockets", "Open LM Studio SDK websockets, by namespace",
             ["namespace"], multiprocess_mode="livesum", registry=target)
+        # Every value now: under multiprocess mode a series' first value opens this process's
+        # file of that kind (two descriptors, for good), which would otherwise happen at the
+        # first SDK socket, not at start.
+        for namespace in SDK_NAMESPACES:
+            self.sdk_sockets.labels(namespace=namespace)
         if target is not None:
             self.registry.register(collector)
 

@@ -4,7 +4,7 @@
   call would start it, `workers.client`): a host that a load balancer took out of rotation
   gets no control call, and would otherwise never come back by itself.
 - ``state_dir``: a directory this process can write, whose instance table reads.
-- ``models_dir``: a directory this process can list.
+- ``models_dir``: a directory this process can list (its top level: the publishers).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from config import Settings
 from workers import client
@@ -42,35 +43,27 @@ def _supervisor(settings: Settings) -> str | None:
     return "the supervisor does not answer"
 
 
-def _directory(path: Path, access: int, what: str) -> str | None:
+def _directory(path: Path, access: int, what: str, probe: Callable[[], object]) -> str | None:
+    """None when `path` is a directory this process may `access` and `probe()` works."""
     if not path.is_dir():
         return f"{path} is not a directory"
     if not os.access(path, access):
         return f"{path} is not {what} by this process"
+    try:
+        probe()
+    except (OSError, TableUnreadable) as exc:
+        return f"{path}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
     return None
 
 
 def _state_dir(settings: Settings) -> str | None:
-    problem = _directory(settings.state_dir, os.W_OK | os.X_OK, "writable")
-    if problem:
-        return problem
-    try:
-        InstanceTable(settings.state_dir).read()
-    except TableUnreadable as exc:
-        return f"the instance table cannot be read: {exc}"
-    return None
+    return _directory(settings.state_dir, os.W_OK | os.X_OK, "writable",
+                      InstanceTable(settings.state_dir).read)
 
 
 def _models_dir(settings: Settings) -> str | None:
-    problem = _directory(settings.models_dir, os.R_OK | os.X_OK, "readable")
-    if problem:
-        return problem
-    try:
-        with os.scandir(settings.models_dir) as entries:
-            next(entries, None)
-    except OSError as exc:
-        return f"{settings.models_dir} cannot be listed: {exc.strerror}"
-    return None
+    return _directory(settings.models_dir, os.R_OK | os.X_OK, "readable",
+                      lambda: os.listdir(settings.models_dir))
 
 
 CHECKS = {"supervisor": _supervisor, "state_dir": _state_dir, "models_dir": _models_dir}

@@ -211,13 +211,9 @@ def test_nginx_answers_its_own_errors_in_the_contracts_shape(deployment):
 
 def test_typescript_client_with_api_token_through_nginx(deployment):
     node = require_node()
-    script = deployment.work / "auth.mjs"
-    shutil.copy(NODE_DIR / "auth.mjs", script)
-    modules = deployment.work / "node_modules"
-    if not modules.exists():
-        modules.symlink_to(NODE_DIR / "node_modules")
     env = {**client_env(), "NODE_EXTRA_CA_CERTS": str(deployment.nginx.cert)}
-    proc = subprocess.run([node, str(script), deployment.nginx.ws_url, ADMIN, INFERENCE, UNKNOWN],
+    proc = subprocess.run([node, str(NODE_DIR / "auth.mjs"), deployment.nginx.ws_url, ADMIN,
+                           INFERENCE, UNKNOWN],
                           capture_output=True, text=True, timeout=120, env=env,
                           cwd=deployment.work)
     assert proc.returncode == 0, proc.stdout + proc.stderr

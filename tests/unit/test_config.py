@@ -34,6 +34,12 @@ def test_env_overrides_and_flags_win_over_env(tmp_path):
     ({"LMHOST_PROT": "1"}, "LMHOST_PROT"),
     ({"LMHOST_SDK_MAX_SOCKETS": "-1"}, "LMHOST_SDK_MAX_SOCKETS"),
     ({"LMHOST_SDK_DISCOVERY": "maybe"}, "LMHOST_SDK_DISCOVERY"),
+    ({"LMHOST_LOG_FORMAT": "xml"}, "LMHOST_LOG_FORMAT"),
+    ({"LMHOST_FORWARDED_PROXIES": "-1"}, "LMHOST_FORWARDED_PROXIES"),
+    ({"LMHOST_GRACEFUL_TIMEOUT": "0"}, "LMHOST_GRACEFUL_TIMEOUT"),
+    ({"LMHOST_SDK_TRUST_LOOPBACK": "sometimes"}, "LMHOST_SDK_TRUST_LOOPBACK"),
+    ({"LMHOST_ALLOW_UNAUTHENTICATED": "2"}, "LMHOST_ALLOW_UNAUTHENTICATED"),
+    ({"LMHOST_API_TOKEN": "two words"}, "LMHOST_API_TOKEN"),
 ])
 def test_bad_values_name_the_key(env, key):
     with pytest.raises(ConfigError) as info:

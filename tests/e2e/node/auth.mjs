@@ -2,17 +2,10 @@
 // (wss://host:port, through nginx). argv[3..5]: an admin token, an inference token, a token
 // the server does not know. Prints one JSON object with what it saw; test_production.py checks it.
 import { LMStudioClient } from "@lmstudio/sdk";
+import { failure } from "./support.mjs";
 
 const [baseUrl, adminToken, inferenceToken, unknownToken] = process.argv.slice(2);
 const connect = (apiToken) => new LMStudioClient({ baseUrl, apiToken, verboseErrorMessages: false });
-const failure = async (action) => {
-  try {
-    await action();
-    return null;
-  } catch (error) {
-    return String(error.message ?? error);
-  }
-};
 const seen = {};
 
 // no token, or one the server does not know: the socket's authentication fails
