@@ -59,8 +59,10 @@ PROTECTED_PREFIXES = ("/api/", "/v1/")
 
 # SDK endpoint (RPC or channel, any namespace) -> the scope it needs. Not listed: admin.
 # ``getOrLoad`` is the SDK's JIT path (``client.llm.model("key")``: the instance in use, or a
-# load with the JIT TTL), as a /v1 request for a model not loaded: inference. ``loadModel``
-# (always a new instance) and ``unloadModel`` are explicit management: admin.
+# load with the JIT TTL), as a /v1 request for a model not loaded: inference (which, with
+# LMHOST_JIT=0, may not load: app/sdk/models.py). ``loadModel`` (always a new instance) and
+# ``unloadModel`` are explicit management, and ``estimateModelUsage`` is REST's
+# ``estimate_only``, part of the load route: admin.
 SDK_SCOPES = {
     "loadModel": ADMIN,
     "unloadModel": ADMIN,
@@ -70,7 +72,6 @@ SDK_SCOPES = {
     "getLoadConfig": INFERENCE,
     "getBasePredictionConfig": INFERENCE,
     "getInstanceProcessingState": INFERENCE,
-    "estimateModelUsage": INFERENCE,
     "predict": INFERENCE,
     "completeRawText": INFERENCE,
     "applyPromptTemplate": INFERENCE,

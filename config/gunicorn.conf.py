@@ -96,7 +96,27 @@ def when_ready(server):
 # A stopping worker closes its SDK websockets at once (they would hold the graceful stop).
 def post_worker_init(worker):
     from app.sdk import on_worker_start
+    _quit_without_deadlock(worker)
     on_worker_start(worker.wsgi)
+
+
+# gunicorn's gthread worker answers SIGQUIT and SIGINT (a quick stop: SIGINT or SIGQUIT to the
+# master) by shutting its thread pool down from the signal handler. When the signal lands while
+# the worker's main thread is inside the pool's submit(), which holds the same lock (or is
+# starting a pool thread), the worker hangs, and the master kills it only after graceful_timeout.
+# A quick stop is immediate anyway: the worker exits at once (its log lines are written as they
+# come; its metrics are in their files).
+def _quit_without_deadlock(worker):
+    import os
+    import signal
+
+    def quit_now(signum, frame):
+        worker.alive = False
+        worker.cfg.worker_int(worker)
+        os._exit(0)
+
+    for sig in (signal.SIGQUIT, signal.SIGINT):
+        signal.signal(sig, quit_now)
 
 
 # A worker that exited: its live gauges (open SDK sockets) no longer count.

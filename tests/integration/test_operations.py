@@ -205,3 +205,31 @@ def test_state_metrics_and_readiness_with_real_instances(live):
     finally:
         shutil.move(moved, live.settings.models_dir)
     assert client.get("/readyz").status_code == 200
+
+
+def test_get_or_load_loads_for_an_inference_token_only_as_jit_would(live):
+    """The SDK's ``model(key)``: inference scope (the JIT path), so with LMHOST_JIT=0 only an
+    admin token makes it load."""
+    import dataclasses
+    import threading
+    from types import SimpleNamespace
+
+    from app.extensions import engine_of
+    from app.sdk.framing import SdkError
+    from app.sdk.models import ModelHandlers
+    from app.sdk.session import Client
+
+    app = create_app(dataclasses.replace(live.settings, jit=False))
+    handlers = ModelHandlers(engine_of(app), "llm")
+    sent = []
+    channel = SimpleNamespace(session=SimpleNamespace(client=Client("x", "inference")),
+                              send=sent.append, cancelled=threading.Event())
+    with pytest.raises(SdkError, match=r"JIT loading is off \(LMHOST_JIT=0\).*admin"):
+        handlers.get_or_load({"identifier": "tiny-llama"}, channel)
+    assert live.table() == [] and sent == []
+    channel.session.client = Client("x", "admin")
+    handlers.get_or_load({"identifier": "tiny-llama"}, channel)
+    assert [r["id"] for r in live.table()] == ["tiny-llama"]
+    channel.session.client = Client("x", "inference")  # loaded: any token may use it
+    handlers.get_or_load({"identifier": "tiny-llama"}, channel)
+    assert sent[-1]["type"] == "alreadyLoaded"
