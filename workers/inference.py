@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from config import Settings
-from workers import policy
+from workers import policy, served
 from workers.catalog import Catalog
 from workers.client import SupervisorClient
 from workers.errors import (InstanceNotFound, InvalidRequest, LmhostError, Overloaded,
@@ -60,10 +60,16 @@ class Inference:
             return []
 
     def target(self, reference: str) -> Target:
+        """The loaded instances a reference names, from the instance table alone when it
+        names one (the hot path: no scan of the models dir, and an instance whose file was
+        deleted meanwhile still serves); else the catalog's model (to JIT-load)."""
         rows = self._rows()
         named = [r for r in rows if r["id"] == reference]
         if named:
             return Target(named[0]["type"], named, reference)
+        loaded = policy.instances_of(rows, reference)
+        if loaded:
+            return Target(loaded[0]["type"], loaded, None)
         model, variant = self.catalog.resolve(reference)
         pinned = "@" in reference
         return Target(model.type, [r for r in rows if r["model_key"] == model.key
@@ -85,6 +91,7 @@ class Inference:
                 if "error" in first:  # refused before anything was produced
                     channel.close()
                     raise from_wire(first["error"])
+                served.note(row["id"])
                 return Reply(channel, first, lambda: self.lost(row), row["id"])
             target = self.target(reference)
             if target.instance_id is not None and not target.rows:

@@ -17,7 +17,7 @@ all go through `Registry._move`, the only code that assigns a state.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class State(str, enum.Enum):
@@ -59,6 +59,9 @@ class InstanceRecord:
     socket: str | None = None
     load_time: float | None = None
     last_used: float | None = None
+    # the model's listing entry when it loaded (seed 004's fields): the listing still shows a
+    # loaded instance whose file was deleted meanwhile, and requests still reach it
+    model_entry: dict = field(default_factory=dict)
 
     def to_row(self) -> dict:
         return {
@@ -69,7 +72,7 @@ class InstanceRecord:
             "load_config": self.load_config, "ttl": self.ttl, "created": self.created,
             "last_used": self.last_used if self.last_used is not None else self.created,
             "load_time_seconds": self.load_time, "estimate_bytes": self.estimate_bytes,
-            "jit": self.jit,
+            "jit": self.jit, "model_entry": self.model_entry,
         }
 
 

@@ -46,8 +46,10 @@ def init_app(app: Flask, api) -> None:
         prediction = PredictionHandlers(eng, models)
         namespaces[type_] = models.namespace(
             prediction.rpc(), prediction.channels() if type_ == "llm" else None)
-    app.extensions["lmhost_sdk"] = Sdk(registry=SocketRegistry(eng.settings.sdk_max_sockets),
-                                       namespaces=namespaces)
+    app.extensions["lmhost_sdk"] = Sdk(
+        registry=SocketRegistry(eng.settings.sdk_max_sockets,
+                                app.extensions["lmhost_metrics"].sdk_sockets),
+        namespaces=namespaces)
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": 25,  # notice dead clients: their sockets hold threads
         "max_message_size": MAX_FRAME_BYTES,

@@ -15,6 +15,7 @@ from app.extensions import Engine
 from app.sdk import loadconfig, shapes
 from app.sdk.framing import SdkError, no_model_matching
 from app.sdk.session import Channel, Namespace
+from config import ADMIN
 from workers import policy
 from workers.catalog import Model, Variant
 from workers.records import State
@@ -197,6 +198,10 @@ class ModelHandlers:
             result = self._load(request, None, None)
             channel.send({"type": "alreadyLoaded", "info": self._loaded_info(result)})
             return
+        if not self.eng.settings.jit and channel.session.client.scope != ADMIN:
+            # an inference token loads only as JIT does; with JIT off, that is not at all
+            raise SdkError(f"{reference!r} is not loaded and JIT loading is off (LMHOST_JIT=0): "
+                           "loading it needs an admin API token")
         channel.send({"type": "startLoading", "identifier": reference,
                       "info": self._model_info(model, variant)})
         result = self._load(request, channel, "loadProgress")

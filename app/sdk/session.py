@@ -1,5 +1,9 @@
 """One SDK websocket: authentication, then the receive loop that dispatches frames.
 
+Authentication is `authenticate` (the socket's first frame; with API tokens configured, the
+app's `app.auth.Auth.sdk_scope` decides), and every RPC and channel is checked against the
+scope it needs (`app.auth.SDK_SCOPES`) before it runs.
+
 The loop itself only parses and routes frames; every RPC and channel runs on a thread of its
 own, so a socket keeps answering ``keepAlive`` and sees a channel's ``cancel`` while a load is
 under way. Sends from those threads go through one lock (frames are never interleaved).
@@ -12,6 +16,8 @@ proper error object, so neither official client hangs. A channel always ends wit
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import threading
 import uuid
 from dataclasses import dataclass
@@ -19,8 +25,10 @@ from typing import Callable
 
 from simple_websocket import ConnectionClosed
 
+from app.auth import SDK_SCOPES, AuthRefused, allows
 from app.sdk import framing
 from app.sdk.framing import BadFrame, SdkError
+from config import ADMIN
 from workers.errors import LmhostError
 
 log = logging.getLogger(__name__)
@@ -28,25 +36,29 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT = 10.0          # seconds for the first frame (LM Studio waits as long)
 REFUSE_WAIT = 2.0            # seconds for each frame of a socket over the limit
 MAX_IN_FLIGHT = 32           # RPCs and channels running at once on one socket
+SEND_TIMEOUT = 60            # seconds a frame may wait for a client that does not read
 TRY_AGAIN_LATER = 1013       # websocket close codes
 POLICY_VIOLATION = 1008
 
 
 @dataclass(frozen=True)
 class Client:
-    """Who is on the other end of a socket, as the authentication frame says."""
+    """Who is on the other end of a socket, as the authentication frame says, and the scope
+    its token gives it."""
     identifier: str
+    scope: str = ADMIN
 
 
-class AuthRefused(Exception):
-    """The authentication frame was refused; the message is sent to the client."""
+# (authentication frame) -> the socket's scope, or AuthRefused
+Gate = Callable[[dict], str]
 
 
-def authenticate(frame: dict) -> Client:
+def authenticate(frame: dict, gate: Gate | None = None) -> Client:
     """The one place a socket's authentication frame is checked (``parse_auth`` has checked its
-    shape). Everyone is accepted while lmhost has no API tokens; a refusal raises
-    `AuthRefused`."""
-    return Client(identifier=frame["clientIdentifier"])
+    shape): `gate` gives its scope or raises `AuthRefused`; no gate (no API tokens) lets
+    everyone in as admin."""
+    scope = gate(frame) if gate is not None else ADMIN
+    return Client(identifier=frame["clientIdentifier"], scope=scope)
 
 
 @dataclass
@@ -79,14 +91,26 @@ class Channel:
             self.on_cancel()
 
 
+def _limit_sends(ws, seconds: int) -> None:
+    """A send to a client that never reads fails after `seconds` (SO_SNDTIMEO) instead of
+    holding its thread forever; receives are untouched (an idle client is fine)."""
+    sock = getattr(ws, "sock", None)
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, 0))
+
+
 class Session:
-    def __init__(self, ws, namespace: Namespace, registry):
+    def __init__(self, ws, namespace: Namespace, registry, gate: Gate | None = None):
         self.ws = ws
+        _limit_sends(ws, SEND_TIMEOUT)
         self.namespace = namespace
         self.registry = registry
+        self.gate = gate
+        self.client: Client | None = None  # once authenticated
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._channels: dict[int, Channel] = {}   # guarded by _lock
+        self._opened: set[int] = set()            # guarded by _lock: every channel id seen
         self._in_flight = 0                       # guarded by _lock
 
     # -- the socket --------------------------------------------------------------------------
@@ -98,8 +122,14 @@ class Session:
             try:
                 self.ws.send(text)
                 return True
-            except (ConnectionClosed, OSError):
+            except ConnectionClosed:
                 return False
+            except OSError:  # it stopped reading (SEND_TIMEOUT), or went: a frame was cut short
+                pass
+        log.warning("SDK client on /%s does not read its answers: closing its socket",
+                    self.namespace.name)
+        self.close(POLICY_VIOLATION, "the client does not read")
+        return False
 
     def close(self, code: int, reason: str) -> None:
         """Close the socket from any thread; the receive loop then ends."""
@@ -129,7 +159,15 @@ class Session:
             pass
         finally:
             self.registry.leave(self)
-            self._cancel_all()  # a client gone cancels what it asked for (a prediction stops)
+            self._cancel_channels()  # the client left: what it started must not outlive it
+
+    def _cancel_channels(self) -> None:
+        """Cancel every open channel, as if the client had sent ``cancel``: a load it started
+        is unloaded once loaded, a prediction stops."""
+        with self._lock:
+            channels = list(self._channels.values())
+        for channel in channels:
+            channel.cancel()
 
     def _authenticate(self, timeout: float) -> Client | None:
         try:
@@ -139,13 +177,18 @@ class Session:
         if text is None:
             self.close(POLICY_VIOLATION, "no authentication frame")
             return None
+        frame = None
         try:
-            client = authenticate(framing.parse_auth(text))
+            frame = framing.parse_auth(text)
+            client = authenticate(frame, self.gate)
         except (BadFrame, AuthRefused) as exc:
-            self.send(framing.auth_result(str(exc)))
+            log.warning("SDK socket on /%s refused: %s", self.namespace.name,
+                        "no valid API token" if isinstance(exc, AuthRefused) else exc)
+            self.send(framing.auth_result(str(exc), frame))
             self.close(POLICY_VIOLATION, "authentication failed")
             return None
         self.send(framing.auth_result())
+        self.client = client
         return client
 
     def _refuse(self, message: str) -> None:
@@ -221,6 +264,7 @@ class Session:
         channel = Channel(self, channel_id)
         with self._lock:
             self._channels[channel_id] = channel
+            self._opened.add(channel_id)
 
         def serve():
             try:
@@ -234,10 +278,17 @@ class Session:
 
     def _take(self, handlers: dict, endpoint: str, reply_error) -> Callable | None:
         """The handler of `endpoint`, counted in flight; None (and the client told why) when
-        the namespace does not serve it or the socket has too many calls in flight."""
+        the namespace does not serve it, the socket's token does not allow it, or the socket
+        has too many calls in flight."""
         handler = handlers.get(endpoint)
         if handler is None:
             reply_error(framing.not_supported(self.namespace.name, "endpoint", endpoint))
+            return None
+        needed = SDK_SCOPES.get(endpoint, ADMIN)
+        scope = self.client.scope  # set: frames are dispatched after authentication only
+        if not allows(scope, needed):
+            reply_error(SdkError(f"This API token's scope is {scope}: {endpoint} needs an "
+                                 f"{needed} token", suggestion="Use an admin API token."))
             return None
         with self._lock:
             if self._in_flight >= MAX_IN_FLIGHT:
@@ -274,17 +325,19 @@ class Session:
                           request_id)
             raise SdkError(f"internal error (request id {request_id})") from None
 
-    def _cancel_all(self) -> None:
-        with self._lock:
-            channels = list(self._channels.values())
-        for channel in channels:
-            channel.cancel()
-
     def _channel_message(self, frame: dict) -> None:
+        """A message for an open channel (``cancel``). One for a channel that has just ended
+        is a race the client cannot avoid: ignored; one for a channel never opened, or that is
+        not a message, is a client bug: answered with a warning."""
         with self._lock:
             channel = self._channels.get(frame["channelId"])
+            known = frame["channelId"] in self._opened
         message = frame.get("message")
-        if channel is not None and isinstance(message, dict) and message.get("type") == "cancel":
+        if not known or not isinstance(message, dict):
+            self.send(framing.communication_warning(
+                f"lmhost ignored a channelSend: {'no message object' if known else 'channel '}"
+                f"{'' if known else str(frame['channelId']) + ' was never opened'}"))
+        elif channel is not None and message.get("type") == "cancel":
             channel.cancel()
         if isinstance(frame.get("ackId"), int):
             self.send({"type": "channelAck", "channelId": frame["channelId"],

@@ -35,19 +35,28 @@ else when the request cannot be served (bad schema, prompt too long, ...). Other
   ``cancelled``; times in seconds from when the job started running.
 
 ``embedding`` answers ``{"result": <llama-cpp-python's create_embedding answer>}``.
+
+`on_tokens(n)` hears of generated tokens as they come (the instance's ``generated_tokens``,
+for ``/metrics``): each ``text`` line's ``tokens``.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from workers.protocol import Channel
 
 
-def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event) -> None:
+def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event,
+            on_tokens: Callable[[int], None] = lambda n: None) -> None:
     kind, params = request.get("kind"), dict(request.get("params") or {})
     if kind == "generate":
-        engine.generate(params, channel.send, cancelled)  # a failed send: the client is gone
+        def send(line: dict) -> None:  # raises when the client is gone
+            if line.get("tokens"):
+                on_tokens(line["tokens"])
+            channel.send(line)
+        engine.generate(params, send, cancelled)
     elif kind == "embedding":
         result = engine.llm.create_embedding(params.get("input", ""))
         result["model"] = request.get("model") or result.get("model")

@@ -71,6 +71,7 @@ class Instance:
         self.state_lock = threading.Lock()
         self.pending = 0
         self.running = False
+        self.generated_tokens = 0  # since the load, for /metrics (guarded by state_lock)
         self.last_used = clock()
         self.stopping = threading.Event()
         self.server: UnixServer | None = None
@@ -148,7 +149,8 @@ class Instance:
                 self.last_used = self.clock()
             try:
                 if not job.cancelled.is_set():  # cancelled while queued: nothing to do
-                    run_job(self.engine, job.request, job.channel, job.cancelled)
+                    run_job(self.engine, job.request, job.channel, job.cancelled,
+                            self._count_tokens)
             except (OSError, ProtocolError):
                 pass  # the client went away: its generation stops here
             except RequestError as exc:
@@ -177,7 +179,12 @@ class Instance:
     def _status(self) -> dict:
         # caller holds state_lock
         return {"busy": self.running, "queued": self.pending - self.running,
-                "last_used": self.last_used, "now": self.clock()}
+                "last_used": self.last_used, "now": self.clock(),
+                "generated_tokens": self.generated_tokens}
+
+    def _count_tokens(self, count: int) -> None:
+        with self.state_lock:
+            self.generated_tokens += count
 
     def status(self) -> dict:
         with self.state_lock:

@@ -18,6 +18,7 @@ from workers.catalog import Catalog
 from workers.crashes import failure_reason
 from workers.engine_probe import Verdict
 from workers.errors import IdentifierConflict, ModelLoadFailed
+from workers.listing import model_entry
 from workers.loadconfig import LoadPlan, plan_load
 from workers.records import State
 from workers.statedir import StateDir
@@ -119,6 +120,7 @@ class Loader:
             reused = instance is not None
             if not reused:
                 instance = self._new_instance(request, reference, plan)
+                instance.model_entry = model_entry(model)
                 self.registry.add(instance)
         if not reused:
             if instance.jit and self.settings.auto_evict:
@@ -173,6 +175,7 @@ class Loader:
             "load_config": instance.load_config, "ttl": instance.ttl,
             "created": instance.created, "estimate_bytes": instance.estimate_bytes,
             "llama_kwargs": plan.llama_kwargs, "jit": instance.jit,
+            "model_entry": instance.model_entry,
             "extra_bufts": self.engine.extra_bufts})
         follower.start()
 

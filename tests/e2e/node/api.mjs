@@ -1,17 +1,10 @@
 // Model management through the official TypeScript client, against the lmhost at argv[2]
 // (ws://host:port). Prints one JSON object with what it saw; tests/e2e/test_sdk_api.py checks it.
 import { LMStudioClient } from "@lmstudio/sdk";
+import { failure } from "./support.mjs";
 
 const client = new LMStudioClient({ baseUrl: process.argv[2], verboseErrorMessages: false });
 const seen = {};
-const failure = async (action) => {
-  try {
-    await action();
-    return null;
-  } catch (error) {
-    return String(error.message ?? error);
-  }
-};
 
 const progress = [];
 const llama = await client.llm.model("tiny-llama", { onProgress: (p) => progress.push(p), verbose: false });
