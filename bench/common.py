@@ -2,10 +2,12 @@
 
 Importing it puts the repository root on ``sys.path`` (so that ``workers.*`` imports work from a
 checkout without the editable install). Holds: `BenchError`, `log`, `percentile`/`p50`,
-`ms`/`ms_list`, `verdict`, `free_port`, `get`/`post`, the `Server` (``lmhost serve`` as a subprocess, with
-`wait_instances` for its spare pool), `in_process_baseline` (``llama_cpp.Llama()`` timed in a
-fresh interpreter), the /proc process helpers `processes_with`/`spare_ready`, and `sweep`
-(leftover processes naming a work dir).
+`ms`/`ms_list`, `verdict`, `free_port`, `get`/`post`, the `Server` (``lmhost serve`` as a
+subprocess, with `wait_instances` for its spare pool), `in_process_baseline`
+(``llama_cpp.Llama()`` timed in a fresh interpreter), the /proc process helpers
+`processes_with`/`spare_ready`, `sweep` (leftover processes naming a work dir), and
+`add_json_option`/`write_json` (every benchmark's ``--json PATH``: its figures for
+``bench/report.py``, with `machine`, the host they were measured on).
 """
 
 from __future__ import annotations
@@ -318,6 +320,52 @@ def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: 
         return json.loads(lines[-1])
     except ValueError:
         raise BenchError(f"the in-process baseline printed no result: {lines[-1][:300]!r}") from None
+
+
+# -- figures as JSON, for bench/report.py ----------------------------------------------------------
+
+def add_json_option(parser) -> None:
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write the figures as JSON to PATH (read by bench/report.py)")
+
+
+def machine() -> dict:
+    """The host the figures were measured on: CPU model, cores, llama-cpp-python's version
+    (from its metadata: nothing imported), Python, and when."""
+    import datetime
+    import importlib.metadata
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(),
+            "cores_available": len(os.sched_getaffinity(0)),
+            "llama_cpp_python": importlib.metadata.version("llama_cpp_python"),
+            "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def write_json(args, bench: str, figures: dict) -> None:
+    """Writes ``{"bench", "machine", "args", "figures"}`` to ``args.json`` (when given), whole
+    or not at all. Figures are in seconds, tokens per second and bytes."""
+    if getattr(args, "json", None) is None:
+        return
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+               if k != "json" and isinstance(v, (str, int, float, bool, Path, type(None)))}
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"bench": bench, "machine": machine(), "args": options,
+                                   "figures": figures}, indent=1, sort_keys=True) + "\n")
+    os.replace(partial, path)
+    log(f"figures written to {path}")
 
 
 # -- main ---------------------------------------------------------------------------------------
