@@ -2,8 +2,8 @@
 
 Importing it puts the repository root on ``sys.path`` (so that ``workers.*`` imports work from a
 checkout without the editable install). Holds: `BenchError`, `log`, `percentile`/`p50`,
-`ms`/`ms_list`, `verdict`, `free_port`, `get`/`post`, the `Server` (``lmhost serve`` as a
-subprocess, with `wait_instances` for its spare pool), `in_process_baseline`
+`ms`/`ms_list`, `verdict`, `free_port`, `get`/`post`/`sse_lines`, the `Server` (``lmhost
+serve`` as a subprocess, with `wait_instances` for its spare pool), `in_process_baseline`
 (``llama_cpp.Llama()`` timed in a fresh interpreter), the /proc process helpers
 `processes_with`/`spare_ready`, `sweep` (leftover processes naming a work dir), and
 `add_json_option`/`write_json` (every benchmark's ``--json PATH``: its figures for
@@ -154,6 +154,33 @@ def post(port: int, path: str, payload: dict, timeout: float) -> tuple[int, byte
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, data, time.perf_counter() - started, sent_at
+    finally:
+        conn.close()
+
+
+def sse_lines(port: int, path: str, payload: dict, what: str, timeout: float):
+    """(perf_counter stamp, event name, data) of each event of a streamed POST on a fresh
+    loopback connection, as it arrives (`timeout`: between reads)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=json.dumps(payload).encode(),
+                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise BenchError(f"{what}: HTTP {resp.status}: {resp.read()[:500]!r}")
+        name = None
+        while True:
+            line = resp.readline()
+            now = time.perf_counter()
+            if not line:
+                return
+            if line.startswith(b"event:"):
+                name = line[6:].strip().decode()
+            elif line.startswith(b"data:"):
+                yield now, name, line[5:].strip()
+                name = None
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"{what}: {type(exc).__name__}: {exc}") from None
     finally:
         conn.close()
 

@@ -11,19 +11,27 @@ benchmarks, cached), and llama.cpp is configured as llama-cpp-python's own build
 that traps AMX (the engine probe's verdict), run it with ``--no-repack``, which is
 ``use_extra_bufts = false``, as lmhost's instances then load.
 
-    .venv/bin/python bench/llama_server.py     # build (about 5 minutes on 2 cores) and print the path
+`LlamaServer` runs it for a benchmark: one model on a free 127.0.0.1 port, one slot
+(``-np 1``), the context, threads and flash attention (off) of lmhost's instances.
+
+    .venv/bin/python bench/llama_server.py     # build (about 5 minutes on 2 cores), print the path
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 CACHE = BENCH.parent / ".bench"
+HEALTH_DEADLINE_S = 120.0
+STOP_DEADLINE_S = 20.0
 
 
 def version() -> str:
@@ -58,6 +66,59 @@ def ensure_llama_server(log=print) -> Path:
     if not binary.is_file():
         raise FileNotFoundError(f"the build did not produce {binary}")
     return binary
+
+
+class LlamaServer:
+    """``llama-server`` serving `model` as lmhost's instances load it: `n_ctx`, `threads` for
+    generation and batches, flash attention off (lmhost's default), one slot, and
+    ``--no-repack`` exactly when the engine probe turned llama.cpp's extra buffer types off
+    (`extra_bufts`). Its own session; its output goes to `log_path`."""
+
+    def __init__(self, binary: Path, model: Path, threads: int, n_ctx: int, extra_bufts: bool,
+                 log_path: Path):
+        self.command = [str(binary), "-m", str(model), "-c", str(n_ctx), "-t", str(threads),
+                        "-tb", str(threads), "-np", "1", "-fa", "off", "--no-webui"]
+        if not extra_bufts:
+            self.command.append("--no-repack")
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self) -> float:
+        """Starts it and waits (bounded) for ``/health``; returns the seconds that took."""
+        from common import HOST, BenchError, free_port, get
+        self.port = free_port()
+        started = time.perf_counter()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command + ["--host", HOST, "--port", str(self.port)],
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        while time.perf_counter() - started < HEALTH_DEADLINE_S:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if get(self.port, "/health", timeout=2.0)[0] == 200:
+                    return time.perf_counter() - started
+            except OSError:
+                pass
+            time.sleep(0.05)  # poll interval, bounded by the deadline
+        self.stop()
+        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        raise BenchError(f"llama-server did not become healthy; its log:\n{tail}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=STOP_DEADLINE_S)
+
+    def flags(self) -> str:
+        return " ".join(self.command[3:])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,11 @@ One run does it all, on the synthetic bench model (~153M parameters, Q8_0, ~163 
    timed), then waits (bounded) until the supervisor's spare process is ready again;
 4. the same with the spare pool off (``LMHOST_SPARE_INSTANCES=0``): every load starts a Python
    process that imports llama_cpp;
-5. prints a summary table with the targets (information only: the exit status is non-zero only
+5. load time vs model size: four more synthetic llamas (`lmhost.synthetic.write_dense_llama`,
+   about 1.6, 4.6, 26 and 75 MB in Q8_0) next to the bench model, each loaded ``--runs`` times
+   in-process (a fresh interpreter each, as in 2.) and through the API (spare pool on, as in
+   3.; one server for all);
+6. prints a summary table with the targets (information only: the exit status is non-zero only
    when a request fails or a server does not come up).
 
 For each load through the API the instance process's own log (``<state>/logs/<handle>.log``)
@@ -24,7 +28,7 @@ splits the wall time into: request sent -> instance has the load spec ("loading 
 spec -> "loaded in ..." logged, and "loaded" -> HTTP response read (log timestamps: 1 ms steps).
 
     .venv/bin/python bench/load_overhead.py [--runs 10] [--context-length 2048] [--threads 2]
-                                            [--keep]
+                                            [--json PATH] [--keep]
 
 Nothing but 127.0.0.1 is contacted. The temporary directory (under /tmp: the state dirs must be
 short, they hold Unix sockets) is removed at the end unless ``--keep`` is given.
@@ -46,10 +50,11 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
     sys.path.insert(0, str(BENCH))
 
-from common import (HOST, SPARE_DEADLINE_S, BenchError, Server,  # noqa: E402 (puts the repo
-                    in_process_baseline, log, ms, ms_list, p50, post,  # on sys.path)
+import common  # noqa: E402 (puts the repo on sys.path)
+from common import (HOST, SPARE_DEADLINE_S, BenchError, Server,  # noqa: E402
+                    in_process_baseline, log, ms, ms_list, p50, post,
                     run_in_work_dir, verdict)
-from lmhost.synthetic import write_bench_model  # noqa: E402
+from lmhost.synthetic import write_bench_model, write_dense_llama  # noqa: E402
 
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
@@ -57,6 +62,11 @@ LOAD_TIMEOUT_S = 180.0
 UNLOAD_TIMEOUT_S = 60.0
 OVERHEAD_TARGET_COLD_S = 0.100
 OVERHEAD_TARGET_SPARE_S = 0.030
+# [5]: (folder in the "sizes" publisher, write_dense_llama's shape); the bench model is the largest
+SIZES = (("size-1m", {"n_embd": 256, "n_layer": 2, "n_ff": 512}),
+         ("size-4m", {"n_embd": 256, "n_layer": 4, "n_ff": 1024}),
+         ("size-26m", {"n_embd": 512, "n_layer": 6, "n_ff": 2048}),
+         ("size-75m", {"n_embd": 768, "n_layer": 8, "n_ff": 3072}))
 
 
 # -- 3./4. the real service ----------------------------------------------------------------------
@@ -93,7 +103,7 @@ def instance_log_times(state_dir: Path, seen: set[str]) -> tuple[float, float] |
     return None
 
 
-def api_loads(server: Server, runs: int, n_ctx: int, spares: int) -> dict:
+def api_loads(server: Server, runs: int, n_ctx: int, spares: int, key: str = MODEL_KEY) -> dict:
     walls, reported, to_spec, in_instance, to_response, waits = [], [], [], [], [], []
     seen: set[str] = set()
     ok, waited = server.wait_instances(spares)
@@ -101,7 +111,7 @@ def api_loads(server: Server, runs: int, n_ctx: int, spares: int) -> dict:
         log(f"    note: the spare pool was not ready within {SPARE_DEADLINE_S:.0f} s of start")
     for i in range(1, runs + 1):
         status, body, wall, sent_at = post(server.port, "/api/v1/models/load",
-                                           {"model": MODEL_KEY, "context_length": n_ctx},
+                                           {"model": key, "context_length": n_ctx},
                                            LOAD_TIMEOUT_S)
         received_at = sent_at + wall
         try:
@@ -134,7 +144,10 @@ def api_loads(server: Server, runs: int, n_ctx: int, spares: int) -> dict:
             "in_instance": in_instance, "to_response": to_response, "waits": waits}
 
 
-def api_phase(name: str, spares: int, args, models_dir: Path, work: Path) -> dict:
+def api_phase(name: str, spares: int, args, models_dir: Path, work: Path,
+              keys: tuple[str, ...] = (MODEL_KEY,)) -> dict:
+    """`api_loads` of each model of `keys` on one fresh server; the result of each by key (of
+    the one key, when only one is given)."""
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / f"server-{name}.log",
                     {"LMHOST_SPARE_INSTANCES": str(spares),
@@ -143,14 +156,16 @@ def api_phase(name: str, spares: int, args, models_dir: Path, work: Path) -> dic
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, LMHOST_SPARE_INSTANCES={spares}, "
             f"LMHOST_INSTANCE_THREADS={args.threads}: healthy after {up:.2f} s")
-        result = api_loads(server, args.runs, args.context_length, spares)
+        results = {key: api_loads(server, args.runs, args.context_length, spares, key)
+                   for key in keys}
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
         how = server.stop()
         log(f"    server {how}")
-    result["state_dir"] = state_dir
-    return result
+    for result in results.values():
+        result["state_dir"] = state_dir
+    return results if len(keys) > 1 else results[keys[0]]
 
 
 def report_phase(result: dict, inproc_p50: float) -> None:
@@ -182,6 +197,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="llama.cpp threads (n_threads, n_threads_batch) (default 2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (model, logs, state dirs)")
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -223,6 +239,10 @@ def run(args, work: Path) -> int:
     off = api_phase("spare-off", 0, args, models_dir, work)
     report_phase(off, inproc_p50)
 
+    log("\n[5] load time vs model size: in-process Llama() and POST /api/v1/models/load (spare "
+        "pool on)")
+    sizes = load_sizes(args, models_dir, work, model, quiet, on)
+
     # -- summary ------------------------------------------------------------------------------
     w = 90
     header = (f"load overhead on the bench model ({params_m:.0f}M params, {model.file_type}), "
@@ -250,12 +270,56 @@ def run(args, work: Path) -> int:
     # The service runs with the spare pool by default (LMHOST_SPARE_INSTANCES=1): that is "the
     # API" of the first target; the pool-off figure is shown for what the pool buys.
     shipped = p50(on["wall"]) - inproc_p50
+    log(f"\n{'load time vs model size (p50)':<{w}}{'in-process':>12}{'API wall':>12}"
+        f"{'overhead':>12}")
+    for size in sizes:
+        inproc, wall = p50(size["in_process"]), p50(size["api_wall"])
+        label = f"  {size['name']} ({size['bytes'] / 1e6:.1f} MB)"
+        log(f"{label:<{w}}{ms(inproc):>12}{ms(wall):>12}{ms(wall - inproc):>12}")
     log(f"targets: the API (as shipped, spare pool on) adds <= "
         f"{OVERHEAD_TARGET_COLD_S * 1000:.0f} ms at p50: {verdict(shipped <= OVERHEAD_TARGET_COLD_S)}"
         f" ({shipped * 1000:.1f} ms); with the spare pool < {OVERHEAD_TARGET_SPARE_S * 1000:.0f} ms:"
         f" {verdict(shipped < OVERHEAD_TARGET_SPARE_S)}; without the pool "
         f"{(p50(off['wall']) - inproc_p50) * 1000:.1f} ms (a fresh process + import llama_cpp)")
+    common.write_json(args, "load_overhead", {
+        "n_ctx": args.context_length, "threads": args.threads, "runs": args.runs,
+        "model": {"params": model.n_params, "bytes": size_bytes(model),
+                  "file_type": model.file_type},
+        "import_s": base["import_s"], "in_process": quiet, "in_process_verbose": verbose,
+        "spare_on": {"wall": on["wall"], "reported": on["reported"]},
+        "spare_off": {"wall": off["wall"], "reported": off["reported"]},
+        "sizes": sizes})
     return 0
+
+
+def size_bytes(model) -> int:
+    return model.path.stat().st_size
+
+
+def load_sizes(args, models_dir: Path, work: Path, bench_model, bench_inproc: list[float],
+               bench_api: dict) -> list[dict]:
+    """[5]: the SIZES models written next to the bench model, loaded in-process and through the
+    API; the bench model's figures (from [2] and [3]) as the largest. Smallest first."""
+    folder = models_dir / "sizes"
+    written = [(name, write_dense_llama(folder / f"{name}-GGUF" / f"{name}-Q8_0.gguf",
+                                        file_type="Q8_0", name=name, **shape))
+               for name, shape in SIZES]
+    on = api_phase("sizes", 1, args, models_dir, work, tuple(name for name, _ in written))
+    out = []
+    for name, model in written:
+        base = in_process_baseline(model.path, args.context_length, args.threads, args.runs, work)
+        out.append({"name": name, "bytes": size_bytes(model), "params": model.n_params,
+                    "in_process": base["quiet"], "api_wall": on[name]["wall"],
+                    "reported": on[name]["reported"]})
+    out.append({"name": MODEL_KEY, "bytes": size_bytes(bench_model),
+                "params": bench_model.n_params, "in_process": bench_inproc,
+                "api_wall": bench_api["wall"], "reported": bench_api["reported"]})
+    for size in out:
+        inproc, wall = p50(size["in_process"]), p50(size["api_wall"])
+        log(f"    {size['name']}: {size['bytes'] / 1e6:.1f} MB, {size['params'] / 1e6:.1f}M "
+            f"params: in-process Llama() p50 {ms(inproc)}, API wall p50 {ms(wall)}, overhead "
+            f"{ms(wall - inproc)}")
+    return out
 
 
 def main(argv=None) -> int:

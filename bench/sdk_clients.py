@@ -18,7 +18,7 @@
    (p50), and the p99 listing with 40 clients is at most twice the idle one.
 
     .venv/bin/python bench/sdk_clients.py [--runs 10] [--requests 200] [--context-length 2048]
-                                          [--threads 2] [--keep]
+                                          [--threads 2] [--json PATH] [--keep]
 
 Nothing but 127.0.0.1 is contacted. The temporary directory (under /tmp: the state dirs hold
 Unix sockets) is removed at the end unless ``--keep`` is given.
@@ -38,6 +38,7 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
     sys.path.insert(0, str(BENCH))
 
+import common  # noqa: E402 (puts the repo on sys.path)
 from common import (HOST, BenchError, Server, get, in_process_baseline,  # noqa: E402
                     log, ms, p50, percentile, post, run_in_work_dir, verdict)
 from tests.e2e.sdk_clients import Holder  # noqa: E402 (three sockets per client)
@@ -132,6 +133,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="llama.cpp threads (LMHOST_INSTANCE_THREADS) (default 2)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (model, logs, state dir)")
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.requests < 1:
         parser.error("--runs and --requests must be at least 1")
@@ -212,6 +214,11 @@ def run(args, work: Path) -> int:
         f"{verdict(overhead <= SDK_OVERHEAD_TARGET_S)} ({overhead * 1000:+.1f} ms); p99 listing "
         f"with 40 clients <= {LISTING_P99_TARGET_RATIO:.0f}x idle: "
         f"{verdict(ratio <= LISTING_P99_TARGET_RATIO)} ({ratio:.2f}x)")
+    common.write_json(args, "sdk_clients", {
+        "n_ctx": args.context_length, "threads": args.threads,
+        "listing": {str(count): {"seconds": listings[count], "worker_threads": usage[count][0],
+                                 "worker_rss": usage[count][1]} for count in CLIENT_COUNTS},
+        "in_process_verbose": inproc, "rest_load": rest, "sdk_load": sdk})
     return 0
 
 

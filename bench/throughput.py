@@ -18,13 +18,19 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
      read as they arrive);
    - for where the time goes, the same completion straight on the instance's Unix socket, as
      lmhost's HTTP worker sends it (a ``generate`` job; no HTTP, gunicorn or SSE);
+   - the peer a user would otherwise run: llama.cpp's own ``llama-server``, built from the
+     llama.cpp that llama-cpp-python vendors (`llama_server.ensure_llama_server`, cached under
+     ``.bench/``), the same model, context, threads, flash attention (off) and extra buffer
+     types (``--no-repack`` where the engine probe turned them off), one slot, and the same
+     request as ``POST /v1/completions`` plus ``ignore_eos`` (every side generates exactly
+     ``--tokens`` tokens: checked);
    all alive all along, one untimed warm-up each, then ``--runs`` runs each, interleaved:
-   in-process, HTTP, in-process (untimed spacer), socket, in-process, ... The machine's speed
-   drifts by 10% and more over a minute on a small VM, and a completion's first token comes
-   later (6 -> 15 ms here) when the run before it was in another process: interleaving gives
-   every side the same of both. Also: the CPU time the HTTP path costs per token outside the
-   instance (gunicorn, this client), and whether all generate the same text (same seed and
-   threads);
+   in-process, HTTP, in-process (untimed spacer), socket, llama-server, in-process, ... The
+   machine's speed drifts by 10% and more over a minute on a small VM, and a completion's
+   first token comes later (6 -> 15 ms here) when the run before it was in another process:
+   interleaving gives every side the same of both. Also: the CPU time the HTTP path costs
+   per token outside the instance (gunicorn, this client), and whether all generate the same
+   text (same seed and threads);
 3. 1 vs 2 instances under 2 concurrent clients (two threads here), 1 llama.cpp thread per
    instance (``LMHOST_INSTANCE_THREADS=1``): two instances loaded (``a`` and ``b``); "one
    instance" rounds send both requests to ``a`` (they queue), "two instances" rounds name the
@@ -42,9 +48,10 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
    side, 128 tokens of a story, interleaved as in [2]: in-process
    ``Llama.create_chat_completion(stream=True)``, ``POST /v1/chat/completions`` (streamed,
    ``include_usage``), ``POST /api/v1/chat`` (streamed, ``message.delta`` events), the official
-   Python SDK's ``respond_stream`` (fragments); then structured output, a JSON schema, in-process
-   (llama-cpp-python's own grammar sampling) and through ``/v1``: structured / plain tok/s is
-   its own ratio on each side;
+   Python SDK's ``respond_stream`` (fragments), and llama-server's ``/v1/chat/completions``
+   (``ignore_eos``; the token counts of every side are printed and compared); then structured
+   output, a JSON schema, in-process (llama-cpp-python's own grammar sampling) and through
+   ``/v1``: structured / plain tok/s is its own ratio on each side;
 6. prints a summary table with the targets (information only: the exit status is non-zero only
    when a request fails, a completion is not what the tamed model must produce, a server does
    not come up, or a process is left behind).
@@ -68,7 +75,8 @@ client compete with llama.cpp's threads for them, which the in-process runs do n
 
     .venv/bin/python bench/throughput.py [--tokens 256] [--runs 3] [--threads 2]
                                          [--prompt "Once upon a time"] [--quiet-wait 60]
-                                         [--retries 6] [--keep]
+                                         [--retries 6] [--no-llama-server] [--json PATH]
+                                         [--keep]
 
 Nothing but 127.0.0.1 is contacted. The temporary directory (under /tmp: the state dirs must be
 short, they hold Unix sockets) is removed at the end unless ``--keep`` is given.
@@ -96,7 +104,8 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
 
 import common  # noqa: E402 (puts the repo on sys.path)
 from common import (HOST, REPO, BenchError, log, p50, percentile,  # noqa: E402
-                    run_in_work_dir, spare_ready)
+                    run_in_work_dir, spare_ready, sse_lines)
+from llama_server import LlamaServer, ensure_llama_server  # noqa: E402
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from lmhost.realmodel import KEY as REAL_KEY, place_smollm2  # noqa: E402
 from lmhost.synthetic import write_bench_model  # noqa: E402
@@ -115,6 +124,8 @@ INPROC_TIMEOUT_S = 300.0    # an in-process interpreter's load, or one of its co
 SETTLE_DEADLINE_S = 15.0    # the supervisor's spare process, refilled after a load
 TPS_RATIO_TARGET = 0.97     # HTTP decode tok/s / in-process decode tok/s
 TTFT_EXTRA_TARGET_S = 0.005
+PEER_RATIO_TARGET = 1.0     # lmhost decode tok/s / llama-server's: at least even
+IGNORE_EOS = {"ignore_eos": True}  # llama-server's: every side generates the same token count
 SCALING_TARGET = 1.6        # 2 instances / 1 instance, 2 concurrent clients
 QUIET_BUSY = 0.10           # CPU use (fraction of all CPUs) that counts as quiet
 QUIET_SAMPLE_S = 1.0
@@ -428,11 +439,12 @@ def post_json(port: int, path: str, payload: dict,
     return resp.status, answer if isinstance(answer, dict) else None, body
 
 
-def stream_completion(port: int, model: str, args, what: str) -> dict:
-    """One ``POST /v1/completions`` with ``"stream": true``; SSE lines read as they arrive."""
+def stream_completion(port: int, model: str, args, what: str, extra: dict | None = None) -> dict:
+    """One ``POST /v1/completions`` with ``"stream": true``; SSE lines read as they arrive.
+    `extra`: more fields of the request (llama-server's ``ignore_eos``)."""
     payload = json.dumps({"model": model, "prompt": args.prompt, "max_tokens": args.tokens,
                           "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
-                          "stream": True}).encode()
+                          "stream": True, **(extra or {})}).encode()
     stamps, text, finish, done = [], [], None, False
     cpu = time.process_time()
     start = time.perf_counter()
@@ -602,14 +614,26 @@ def concurrent_round(port: int, model: str, clients: int, args, what: str) -> di
     return aggregate(results)
 
 
+def start_llama_server(model: Path, args, work: Path, name: str) -> LlamaServer | None:
+    """llama.cpp's own server on `model` (as lmhost's instances load it), or None with
+    ``--no-llama-server``."""
+    if args.llama_server is None:
+        return None
+    peer = LlamaServer(args.llama_server, model, args.threads, N_CTX, args.extra_bufts,
+                       work / f"{name}.log")
+    up = peer.start()
+    log(f"    llama-server {peer.flags()} on {HOST}:{peer.port}: healthy after {up:.2f} s")
+    return peer
+
+
 def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
-    """In-process, HTTP and instance-socket runs interleaved, all alive all along, so that the
-    drift of the machine's speed and the state each run finds the CPUs in (the run before it
-    was in another process) are the same for all."""
+    """In-process, HTTP, instance-socket and llama-server runs interleaved, all alive all
+    along, so that the drift of the machine's speed and the state each run finds the CPUs in
+    (the run before it was in another process) are the same for all."""
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-single.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
-    inproc = None
+    inproc, peer = None, None
     try:
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
@@ -621,9 +645,12 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
         log(f"    in-process interpreter: llama_cpp {inproc.info['version']}, Llama() in "
             f"{inproc.info['load_s']:.2f} s")
         socket_path = server.socket_of("a")
+        peer = start_llama_server(model, args, work, "llama-server-bench")
         warmups = (inproc.completion("in-process warm-up"),
                    stream_completion(server.port, "a", args, "HTTP warm-up"))
         log(f"    warm-up TTFT: in-process {ms(warmups[0]['ttft'])}, HTTP {ms(warmups[1]['ttft'])}")
+        if peer is not None:
+            stream_completion(peer.port, "bench", args, "llama-server warm-up", IGNORE_EOS)
         wait_quiet(args.quiet_wait, "the runs")
 
         def http_run() -> dict:
@@ -633,24 +660,31 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
             return result
         in_measure, http_measure = Measure(watch, args, "in-process"), Measure(watch, args, "HTTP")
         sock_measure = Measure(watch, args, "instance socket")
-        in_runs, sock_runs, http_runs = [], [], []
+        peer_measure = Measure(watch, args, "llama-server")
+        in_runs, sock_runs, http_runs, peer_runs = [], [], [], []
         for _ in range(args.runs):
-            # Every timed run follows a run in the other process (see the docstring): the
+            # Every timed run follows a run in another process (see the docstring): the
             # in-process run between the HTTP and the socket run is a spacer, not timed.
             in_runs.append(in_measure.one(lambda: inproc.completion("in-process run")))
             http_runs.append(http_measure.one(http_run))
             inproc.completion("in-process spacer")
             sock_runs.append(sock_measure.one(
                 lambda: socket_completion(socket_path, args, "instance socket run")))
+            if peer is not None:
+                peer_runs.append(peer_measure.one(lambda: stream_completion(
+                    peer.port, "bench", args, "llama-server run", IGNORE_EOS)))
         server.unload("a")
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
         if inproc is not None:
             inproc.close()
+        if peer is not None:
+            peer.stop()
         how = server.stop()
         log(f"    server {how}")
-    return {"in_runs": in_runs, "sock_runs": sock_runs, "http_runs": http_runs}
+    return {"in_runs": in_runs, "sock_runs": sock_runs, "http_runs": http_runs,
+            "peer_runs": peer_runs}
 
 
 def scaling(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
@@ -835,42 +869,19 @@ class InProcChat(InProc):
         return real_metrics(r["start"], r["stamps"], r["end"], r["text"], r["tokens"], what)
 
 
-def sse_lines(port: int, path: str, payload: dict, what: str):
-    """(perf_counter stamp, event name, data) of each event of a streamed POST."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
-    try:
-        conn.request("POST", path, body=json.dumps(payload).encode(),
-                     headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise BenchError(f"{what}: HTTP {resp.status}: {resp.read()[:500]!r}")
-        name = None
-        while True:
-            line = resp.readline()
-            now = time.perf_counter()
-            if not line:
-                return
-            if line.startswith(b"event:"):
-                name = line[6:].strip().decode()
-            elif line.startswith(b"data:"):
-                yield now, name, line[5:].strip()
-                name = None
-    except (OSError, http.client.HTTPException) as exc:
-        raise BenchError(f"{what}: {type(exc).__name__}: {exc}") from None
-    finally:
-        conn.close()
-
-
-def openai_chat(port: int, structured: bool, what: str) -> dict:
-    """``POST /v1/chat/completions``, streamed, usage in the last chunk."""
+def openai_chat(port: int, structured: bool, what: str, extra: dict | None = None) -> dict:
+    """``POST /v1/chat/completions``, streamed, usage in the last chunk. `extra`: more fields
+    of the request (llama-server's ``ignore_eos``)."""
     payload = {"model": "smol", "messages": REAL_MESSAGES, "max_tokens": REAL_TOKENS,
-               "stream": True, "stream_options": {"include_usage": True}, **REAL_SAMPLING}
+               "stream": True, "stream_options": {"include_usage": True}, **REAL_SAMPLING,
+               **(extra or {})}
     if structured:
         payload["response_format"] = {"type": "json_schema",
                                       "json_schema": {"name": "story", "schema": STORY}}
     stamps, text, tokens = [], [], 0
     start = time.perf_counter()
-    for now, _, data in sse_lines(port, "/v1/chat/completions", payload, what):
+    for now, _, data in sse_lines(port, "/v1/chat/completions", payload, what,
+                                  REQUEST_TIMEOUT_S):
         if data == b"[DONE]":
             break
         chunk = json.loads(data)
@@ -893,7 +904,8 @@ def native_chat(port: int, what: str) -> dict:
     stamps, text, tokens = [], [], 0
     start = time.perf_counter()
     # /api/v1/chat has no seed: the instance samples with the seed it was loaded with
-    for now, name, data in sse_lines(port, "/api/v1/chat", payload, what):
+    for now, name, data in sse_lines(port, "/api/v1/chat", payload, what,
+                                     REQUEST_TIMEOUT_S):
         event = json.loads(data)
         if name == "message.delta":
             stamps.append(now)
@@ -933,7 +945,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-real.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
-    inproc, client = None, None
+    inproc, client, peer = None, None, None
     try:
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
@@ -944,14 +956,18 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         inproc = InProcChat(model, args.threads, args, work)
         client = lmstudio.Client(f"{HOST}:{server.port}")
         llm = client.llm.model("smol")
+        peer = start_llama_server(model, args, work, "llama-server-real")
         kinds = {
             "inproc": lambda: inproc.chat(False, "in-process"),
             "v1": lambda: openai_chat(server.port, False, "/v1/chat/completions"),
             "native": lambda: native_chat(server.port, "/api/v1/chat"),
             "sdk": lambda: sdk_chat(llm, "SDK respond_stream"),
+            "llama_server": lambda: openai_chat(peer.port, False, "llama-server", IGNORE_EOS),
             "inproc_structured": lambda: inproc.chat(True, "in-process, structured"),
             "v1_structured": lambda: openai_chat(server.port, True, "/v1, structured"),
         }
+        if peer is None:
+            del kinds["llama_server"]
         for action in kinds.values():
             action()  # warm-up
         wait_quiet(args.quiet_wait, "the runs")
@@ -971,20 +987,30 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             client.close()
         if inproc is not None:
             inproc.close()
+        if peer is not None:
+            peer.stop()
         how = server.stop()
         log(f"    server {how}")
     titles = {"inproc": "in-process (create_chat_completion, stream)", "v1": "/v1/chat/completions",
               "native": "/api/v1/chat", "sdk": "SDK (lmstudio respond_stream)",
+              "llama_server": "llama-server /v1/chat/completions (ignore_eos)",
               "inproc_structured": "in-process, JSON schema (llama-cpp-python's grammar)",
               "v1_structured": "/v1/chat/completions, JSON schema"}
     out = {}
     for kind, title in titles.items():
-        log(f"    {title}:")
-        report_runs(runs[kind])
-        out[kind] = summary(runs[kind])
+        if kind in runs:
+            log(f"    {title}:")
+            report_runs(runs[kind])
+            out[kind] = summary(runs[kind])
+            out[kind]["token_counts"] = [r["tokens"] for r in runs[kind]]
     texts = {k: out[k]["texts"] for k in ("inproc", "v1", "sdk")}
     log(f"    the same story everywhere (same seed): "
         f"{'yes' if len(set().union(*texts.values())) == 1 else 'NO'}")
+    plain = [k for k in ("inproc", "v1", "native", "sdk", "llama_server") if k in out]
+    counts = {k: out[k]["token_counts"] for k in plain}
+    out["tokens_match"] = len({c for k in plain for c in counts[k]}) == 1
+    log("    tokens generated per side: " + ", ".join(f"{k} {counts[k]}" for k in plain)
+        + f": {'all the same' if out['tokens_match'] else 'NOT all the same'}")
     return out
 
 
@@ -1011,6 +1037,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"over {FOREIGN_LIMIT:.2f} cores during them (default 6)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (model, logs, state dirs)")
+    parser.add_argument("--no-llama-server", action="store_true", dest="no_llama_server",
+                        help="leave llama.cpp's own server out (it is built once, on the first "
+                             "run: bench/llama_server.py)")
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -1037,6 +1067,12 @@ def run(args, work: Path) -> int:
     log(f"in-process interpreters load with llama.cpp's extra buffer types "
         f"{'on' if args.extra_bufts else 'off'}, as lmhost's instances do on this host "
         "(the engine probe's verdict)")
+    args.llama_server = None if args.no_llama_server else ensure_llama_server(log)
+    if args.llama_server is not None:
+        log(f"llama.cpp's own server: {args.llama_server} (the llama.cpp that llama-cpp-python "
+            "vendors), one slot, the same context, threads and sampling, ignore_eos; "
+            f"{'' if args.extra_bufts else '--no-repack (extra buffer types off), '}"
+            "flash attention off (as lmhost loads)")
     watch = CpuWatch(work)
 
     models_dir = work / "models"
@@ -1047,9 +1083,9 @@ def run(args, work: Path) -> int:
     log(f"\n[1] bench model written in {took:.2f} s: {model.path.relative_to(work)} "
         f"({params_m:.0f}M params, {model.file_type}, {model.path.stat().st_size / 1e6:.0f} MB)")
 
-    log(f"\n[2] in-process llama-cpp-python vs lmhost's POST /v1/completions, "
+    log(f"\n[2] in-process llama-cpp-python vs lmhost's POST /v1/completions vs llama-server's, "
         f"{threads(args.threads)}, stream=true, interleaved (in-process, HTTP, in-process "
-        f"spacer, instance socket, ...): 1 warm-up + {args.runs} runs each")
+        f"spacer, instance socket, llama-server, ...): 1 warm-up + {args.runs} runs each")
     both = side_by_side(model.path, models_dir, args, work, watch)
     log("    in-process (fresh interpreter; Llama.create_completion(stream=True)):")
     report_runs(both["in_runs"])
@@ -1070,6 +1106,14 @@ def run(args, work: Path) -> int:
     log(f"    the same text generated everywhere (same seed and threads): "
         f"{'yes' if len(texts) == 1 else 'NO'} ({len(texts)} distinct text(s) in "
         f"{3 * args.runs} runs)")
+    pp = None
+    if both["peer_runs"]:
+        log("    llama-server's POST /v1/completions (the same request, ignore_eos):")
+        report_runs(both["peer_runs"])
+        pp = summary(both["peer_runs"])
+        log(f"    llama-server: {args.tokens} tokens in every run, as every other side (checked); "
+            f"the same text as lmhost: {'yes' if pp['texts'] == texts else 'no'} (its own "
+            "sampler code, the same seed)")
 
     log(f"\n[3] 1 vs 2 instances, 2 concurrent clients (threads), 1 llama.cpp thread per "
         f"instance; for reference the same with in-process interpreters; interleaved (lmhost "
@@ -1085,8 +1129,8 @@ def run(args, work: Path) -> int:
     real = place_smollm2(real_dir)
     log(f"\n[5] the real model ({REAL_KEY}, Q4_1) on every wire, {REAL_TOKENS} tokens of a story "
         f"(chat template, seed {SEED}), {threads(args.threads)}: in-process, /v1/chat/completions, "
-        f"/api/v1/chat, the SDK; then a JSON schema in-process and through /v1; interleaved: 1 "
-        f"warm-up + {args.runs} runs each")
+        f"/api/v1/chat, the SDK, llama-server; then a JSON schema in-process and through /v1; "
+        f"interleaved: 1 warm-up + {args.runs} runs each")
     rw = real_model_wires(real, real_dir, args, work, watch)
 
     # -- summary ----------------------------------------------------------------------------------
@@ -1125,6 +1169,12 @@ def run(args, work: Path) -> int:
             ("", _tps_or(eb[True]), "", _tps_or(eb[False]),
              f"{eb[False] / eb[True]:.3f}" if all(isinstance(v, float) for v in eb.values())
              else "")]
+    if pp is not None:
+        rows[4:4] = [("llama-server (llama.cpp's own), same request", "decode tok/s", "TTFT",
+                      "HTTP/server", "socket/server"),
+                     ("", f"{pp['decode_tps']:.1f}", ms(pp["ttft"]),
+                      f"{hp['decode_tps'] / pp['decode_tps']:.3f}",
+                      f"{sp['decode_tps'] / pp['decode_tps']:.3f}")]
     log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in rows))
     targets = [
         (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x in-process", f"{decode_ratio:.3f}",
@@ -1134,13 +1184,21 @@ def run(args, work: Path) -> int:
         (f"2 instances >= {SCALING_TARGET:.1f}x 1 instance (2 clients)", f"{scale:.2f}x",
          scale >= SCALING_TARGET),
     ]
+    if pp is not None:
+        ratio = hp["decode_tps"] / pp["decode_tps"]
+        targets.append(("HTTP decode tok/s >= llama-server's", f"{ratio:.3f}",
+                        ratio >= PEER_RATIO_TARGET))
     base = rw["inproc"]
-    real_rows = [("", "tok/s", "", "TTFT", "x in-process")]
+    peer = rw.get("llama_server")
+    real_rows = [("", "tok/s", "x llama-server", "TTFT", "x in-process")]
     for kind, title in (("inproc", "in-process"), ("v1", "/v1/chat/completions"),
-                        ("native", "/api/v1/chat"), ("sdk", "SDK respond_stream")):
-        r = rw[kind]
-        real_rows.append((f"  {title}", f"{r['decode_tps']:.1f}", "", ms(r["ttft"]),
-                          f"{r['decode_tps'] / base['decode_tps']:.3f}"))
+                        ("native", "/api/v1/chat"), ("sdk", "SDK respond_stream"),
+                        ("llama_server", "llama-server /v1/chat/completions")):
+        r = rw.get(kind)
+        if r is not None:
+            real_rows.append((f"  {title}", f"{r['decode_tps']:.1f}",
+                              f"{r['decode_tps'] / peer['decode_tps']:.3f}" if peer else "",
+                              ms(r["ttft"]), f"{r['decode_tps'] / base['decode_tps']:.3f}"))
     structured_inproc = rw["inproc_structured"]["decode_tps"] / base["decode_tps"]
     structured_lmhost = rw["v1_structured"]["decode_tps"] / rw["v1"]["decode_tps"]
     real_rows += [("  JSON schema, in-process (structured/plain)",
@@ -1157,12 +1215,39 @@ def run(args, work: Path) -> int:
                      f"{ratio:.3f}", ratio >= TPS_RATIO_TARGET),
                     (f"real model, {title} TTFT <= in-process + {TTFT_EXTRA_TARGET_S * 1000:.0f} ms",
                      f"{extra * 1000:+.1f} ms", extra <= TTFT_EXTRA_TARGET_S)]
+        if peer is not None:
+            ratio = rw[kind]["decode_tps"] / peer["decode_tps"]
+            targets.append((f"real model, {title} tok/s >= llama-server's", f"{ratio:.3f}",
+                            ratio >= PEER_RATIO_TARGET))
     log("\ntargets (information only)")
     log("\n".join(f"  {a:<{w - 2}}{b:>14}{verdict(ok):>17}" for a, b, ok in targets))
     if scale < SCALING_TARGET and ref_scale < SCALING_TARGET:
         log(f"  (two llama.cpp processes without lmhost reach {ref_scale:.2f}x on this machine: "
             f"the 2-instance target is out of its reach)")
+    common.write_json(args, "throughput", {
+        "threads": args.threads, "tokens": args.tokens, "runs": args.runs,
+        "real_tokens": REAL_TOKENS, "extra_bufts": args.extra_bufts,
+        "bench_model": {"params": model.n_params, "file_type": model.file_type,
+                        "bytes": model.path.stat().st_size,
+                        "sides": {"in_process": _figures(ip), "socket": _figures(sp),
+                                  "v1": _figures(hp),
+                                  "llama_server": _figures(pp) if pp else None},
+                        "same_text": len(texts) == 1,
+                        "tokens_match": True},  # metrics() checked every side's count
+        "scaling": sc,
+        "extra_buffer_types": {"on": eb.get(True), "off": eb.get(False)},
+        "real_model": {"key": REAL_KEY, "tokens_match": rw["tokens_match"],
+                       "sides": {kind: {**_figures(rw[kind]),
+                                        "token_counts": rw[kind]["token_counts"]}
+                                 for kind in ("inproc", "v1", "native", "sdk", "llama_server",
+                                              "inproc_structured", "v1_structured")
+                                 if kind in rw}}})
     return 0
+
+
+def _figures(s: dict) -> dict:
+    """A side's summary without its texts (seconds and tokens/s)."""
+    return {k: v for k, v in s.items() if k not in ("texts", "token_counts")}
 
 
 def _tps_or(value) -> str:

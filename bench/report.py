@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""The benchmarks' figures in one table and one picture: reads the JSON files the benchmarks
+wrote with ``--json`` (``make bench`` puts them in ``.bench/results/``) and writes
+``bench/RESULTS.md`` (every figure next to its baseline, the ratio, the target and whether it
+is met, the machine, how it was measured) and ``bench/results.png`` (matplotlib, Agg).
+
+A benchmark whose file is missing is reported as not measured. Figures are never rounded in
+lmhost's favour: a ratio that must reach a target is shown rounded down, a time that must stay
+under one rounded up, and "met" is decided on the unrounded figure.
+
+    .venv/bin/python bench/report.py [--results .bench/results] [--markdown bench/RESULTS.md]
+                                     [--png bench/results.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH.parent / ".bench" / "results"
+BENCHMARKS = ("throughput", "list_models", "load_overhead", "sdk_clients", "engine_steps")
+
+TPS_RATIO_TARGET = 0.97     # every wire's decode tok/s / in-process
+PEER_RATIO_TARGET = 1.0     # every wire's decode tok/s / llama-server's: at least even
+TTFT_ADDED_TARGET_S = 0.005
+WARM_LISTING_TARGET_S = 0.020
+WARM_LISTING_AT = 1000
+COLD_SPEEDUP_TARGET = 50.0
+LOAD_OVERHEAD_TARGET_S = 0.100
+LOAD_OVERHEAD_SPARE_TARGET_S = 0.030
+SDK_OVERHEAD_TARGET_S = 0.010
+LISTING_P99_RATIO_TARGET = 2.0
+SCALING_TARGET = 1.6
+
+# side key in throughput.json -> label
+BENCH_SIDES = (("in_process", "in-process"), ("llama_server", "llama-server"),
+               ("socket", "instance socket"), ("v1", "/v1/completions"))
+REAL_SIDES = (("inproc", "in-process"), ("llama_server", "llama-server"),
+              ("v1", "/v1/chat/completions"), ("native", "/api/v1/chat"),
+              ("sdk", "SDK respond_stream"))
+
+
+def p50(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) / 2)) - 1]
+
+
+def down(value: float, digits: int) -> float:
+    return math.floor(value * 10 ** digits) / 10 ** digits
+
+
+def up(value: float, digits: int) -> float:
+    return math.ceil(value * 10 ** digits) / 10 ** digits
+
+
+class Table:
+    """The rows of RESULTS.md: figure, value, baseline, ratio, target, met."""
+
+    def __init__(self):
+        self.rows: list[tuple[str, ...]] = []
+
+    def section(self, title: str) -> None:
+        self.rows.append((f"**{title}**", "", "", "", "", ""))
+
+    def at_least(self, figure: str, value: float, base: float, base_label: str, unit: str,
+                 target: float | None) -> None:
+        """`value` / `base` must reach `target` (None: shown, no target)."""
+        ratio = value / base
+        shown = f"{down(ratio, 3):.3f}×"
+        met = "" if target is None else ("yes" if ratio >= target else "**no**")
+        self.rows.append((figure, f"{value:.1f} {unit}", f"{base:.1f} {unit} ({base_label})",
+                          shown, "" if target is None else f"≥ {target:.2f}×", met))
+
+    def at_most_added(self, figure: str, value: float, base: float, base_label: str,
+                      target: float | None) -> None:
+        """`value` - `base` (seconds) must stay under `target`."""
+        added = value - base
+        met = "" if target is None else ("yes" if added <= target else "**no**")
+        self.rows.append((figure, ms(value), f"{ms(base)} ({base_label})",
+                          f"{up(added * 1000, 1):+.1f} ms",
+                          "" if target is None else f"≤ +{target * 1000:.0f} ms", met))
+
+    def plain(self, figure: str, value: str, base: str = "", ratio: str = "", target: str = "",
+              met: bool | None = None) -> None:
+        self.rows.append((figure, value, base, ratio, target,
+                          "" if met is None else ("yes" if met else "**no**")))
+
+    def markdown(self) -> str:
+        head = ("figure", "value", "baseline", "ratio / added", "target", "met")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def ms(seconds: float) -> str:
+    return f"{up(seconds * 1000, 1):.1f} ms"
+
+
+# -- the table, benchmark by benchmark --------------------------------------------------------
+
+def throughput_rows(t: Table, f: dict) -> None:
+    bm, sides = f["bench_model"], f["bench_model"]["sides"]
+    ip, peer = sides["in_process"], sides.get("llama_server")
+    t.section(f"Generation, bench model ({bm['params'] / 1e6:.0f}M params, {bm['file_type']}), "
+              f"{f['tokens']} tokens, {f['threads']} threads, p50 of {f['runs']}")
+    for key, label in (("v1", "/v1/completions"), ("socket", "instance socket")):
+        t.at_least(f"decode tok/s, {label}", sides[key]["decode_tps"], ip["decode_tps"],
+                   "in-process", "tok/s", TPS_RATIO_TARGET)
+        if peer:
+            t.at_least(f"decode tok/s, {label} vs llama-server", sides[key]["decode_tps"],
+                       peer["decode_tps"], "llama-server", "tok/s", PEER_RATIO_TARGET)
+    if peer:
+        t.at_least("decode tok/s, llama-server (reference)", peer["decode_tps"],
+                   ip["decode_tps"], "in-process", "tok/s", None)
+    for key, label in (("v1", "/v1/completions"), ("socket", "instance socket")):
+        t.at_most_added(f"time to first token, {label}", sides[key]["ttft"], ip["ttft"],
+                        "in-process", TTFT_ADDED_TARGET_S)
+    if peer:
+        t.at_most_added("time to first token, llama-server (reference)", peer["ttft"],
+                        ip["ttft"], "in-process", None)
+    t.plain("every side generated the same number of tokens", f"{f['tokens']} each",
+            target="equal", met=bm["tokens_match"])
+    sc = f["scaling"]
+    t.plain("2 clients: 2 instances / 1 instance (1 thread each), aggregate tok/s",
+            f"{sc['lmhost_two']:.1f} / {sc['lmhost_one']:.1f} tok/s",
+            f"{sc['inproc_two'] / sc['inproc_one']:.2f}× (two llama.cpp processes, no lmhost)",
+            f"{down(sc['lmhost_two'] / sc['lmhost_one'], 2):.2f}×", f"≥ {SCALING_TARGET}×",
+            sc["lmhost_two"] / sc["lmhost_one"] >= SCALING_TARGET)
+
+    real, rs = f["real_model"], f["real_model"]["sides"]
+    ip, peer = rs["inproc"], rs.get("llama_server")
+    t.section(f"Generation, the real model ({real['key']}, Q4_1), {f['real_tokens']} tokens, "
+              f"{f['threads']} threads, p50 of {f['runs']}")
+    for key, label in REAL_SIDES[2:]:
+        t.at_least(f"decode tok/s, {label}", rs[key]["decode_tps"], ip["decode_tps"],
+                   "in-process", "tok/s", TPS_RATIO_TARGET)
+        if peer:
+            t.at_least(f"decode tok/s, {label} vs llama-server", rs[key]["decode_tps"],
+                       peer["decode_tps"], "llama-server", "tok/s", PEER_RATIO_TARGET)
+    if peer:
+        t.at_least("decode tok/s, llama-server (reference)", peer["decode_tps"],
+                   ip["decode_tps"], "in-process", "tok/s", None)
+    for key, label in REAL_SIDES[2:]:
+        t.at_most_added(f"time to first token, {label}", rs[key]["ttft"], ip["ttft"],
+                        "in-process", TTFT_ADDED_TARGET_S)
+    counts = sorted({c for side in rs.values() if side for c in side["token_counts"]})
+    t.plain("tokens generated per run, every plain side", ", ".join(map(str, counts)),
+            target="equal", met=real["tokens_match"])
+    if "inproc_structured" in rs and "v1_structured" in rs:
+        t.at_least("JSON schema: structured / plain tok/s, /v1", rs["v1_structured"]["decode_tps"],
+                   rs["v1"]["decode_tps"], "/v1 plain", "tok/s", None)
+        t.at_least("JSON schema: structured / plain tok/s, in-process",
+                   rs["inproc_structured"]["decode_tps"], ip["decode_tps"], "in-process plain",
+                   "tok/s", None)
+
+
+def listing_rows(t: Table, f: dict) -> None:
+    counts = sorted(f["counts"], key=int)
+    t.section("Listing (`GET /api/v1/models`, 32k-token vocabularies)")
+    for n in counts:
+        r = f["counts"][n]
+        if r["warm_http_p50"] is None:
+            continue
+        target = int(n) == WARM_LISTING_AT
+        t.plain(f"warm listing p50, {int(n):,} models", ms(r["warm_http_p50"]),
+                f"{ms(r['cold_in_process'])} (cold, in-process)", "",
+                f"≤ {WARM_LISTING_TARGET_S * 1000:.0f} ms" if target else "",
+                r["warm_http_p50"] <= WARM_LISTING_TARGET_S if target else None)
+    if str(WARM_LISTING_AT) not in f["counts"]:
+        t.plain(f"warm listing p50, {WARM_LISTING_AT:,} models", "not measured",
+                target=f"≤ {WARM_LISTING_TARGET_S * 1000:.0f} ms")
+    top = f["counts"][counts[-1]]
+    if f.get("gguf_reader_per_file"):
+        per = top["cold_in_process"] / int(counts[-1])
+        t.plain(f"cold listing per file, {int(counts[-1]):,} models", ms(per),
+                f"{ms(f['gguf_reader_per_file'])} (gguf.GGUFReader)",
+                f"{math.floor(f['cold_speedup']):.0f}× faster", f"≥ {COLD_SPEEDUP_TARGET:.0f}×",
+                f["cold_speedup"] >= COLD_SPEEDUP_TARGET)
+    low = f["counts"][counts[0]]
+    if len(counts) > 1 and top["ttft_v1_p50"] is not None and low["ttft_v1_p50"] is not None:
+        t.at_most_added(f"/v1 time to first token, {int(counts[-1]):,} models in the dir",
+                        top["ttft_v1_p50"], low["ttft_v1_p50"], f"{int(counts[0]):,} models",
+                        None)
+
+
+def load_rows(t: Table, f: dict) -> None:
+    inproc = p50(f["in_process"])
+    t.section(f"Load (`POST /api/v1/models/load`), n_ctx {f['n_ctx']}, {f['threads']} threads, "
+              f"p50 of {f['runs']}")
+    on = p50(f["spare_on"]["wall"])
+    t.plain("load of the bench model, spare pool on (the default)", ms(on),
+            f"{ms(inproc)} (in-process `Llama()`)", f"{up((on - inproc) * 1000, 1):+.1f} ms",
+            f"≤ +{LOAD_OVERHEAD_TARGET_S * 1000:.0f} ms", on - inproc <= LOAD_OVERHEAD_TARGET_S)
+    t.plain("  the same, against the spare pool's target", ms(on), f"{ms(inproc)} (in-process)",
+            f"{up((on - inproc) * 1000, 1):+.1f} ms",
+            f"< +{LOAD_OVERHEAD_SPARE_TARGET_S * 1000:.0f} ms",
+            on - inproc < LOAD_OVERHEAD_SPARE_TARGET_S)
+    off = p50(f["spare_off"]["wall"])
+    t.plain("load of the bench model, spare pool off", ms(off), f"{ms(inproc)} (in-process)",
+            f"{up((off - inproc) * 1000, 1):+.1f} ms")
+    for size in f.get("sizes", []):
+        wall, base = p50(size["api_wall"]), p50(size["in_process"])
+        t.plain(f"load, {size['name']} ({size['bytes'] / 1e6:.1f} MB)", ms(wall),
+                f"{ms(base)} (in-process)", f"{up((wall - base) * 1000, 1):+.1f} ms")
+
+
+def sdk_rows(t: Table, f: dict) -> None:
+    t.section("SDK clients")
+    rest, sdk = p50(f["rest_load"]), p50(f["sdk_load"])
+    t.plain("load through the SDK (`load_new_instance`)", ms(sdk), f"{ms(rest)} (REST)",
+            f"{up((sdk - rest) * 1000, 1):+.1f} ms", f"≤ +{SDK_OVERHEAD_TARGET_S * 1000:.0f} ms",
+            sdk - rest <= SDK_OVERHEAD_TARGET_S)
+    idle, busy = (sorted(f["listing"][k]["seconds"]) for k in ("0", "40"))
+    p99 = lambda v: v[max(1, math.ceil(0.99 * len(v))) - 1]  # noqa: E731
+    ratio = p99(busy) / p99(idle)
+    t.plain("listing p99 with 40 SDK clients connected", ms(p99(busy)), f"{ms(p99(idle))} (none)",
+            f"{up(ratio, 2):.2f}×", f"≤ {LISTING_P99_RATIO_TARGET:.0f}×",
+            ratio <= LISTING_P99_RATIO_TARGET)
+
+
+def engine_rows(t: Table, f: dict) -> None:
+    steps = f["steps"]
+    t.section(f"Engine, per generated token (bench model, {f['threads']} threads, p50 of "
+              f"{f['runs']})")
+    t.plain("Python around llama_decode and the sampler, engine",
+            f"{steps['engine']['python_us']:.1f} µs",
+            f"{steps['Llama.eval']['python_us']:.1f} µs (with `Llama.eval` per token)",
+            f"{-f['saved_us']:+.1f} µs ({-f['saved_share']:+.2%} of a step)")
+    t.plain("the whole step, engine", f"{steps['engine']['wall_us']:.0f} µs",
+            f"{steps['floor']['wall_us']:.0f} µs (sample + decode only)")
+
+
+# -- the document -------------------------------------------------------------------------------
+
+def machine_lines(data: dict) -> list[str]:
+    machines = {name: d["machine"] for name, d in data.items()}
+    first = next(iter(machines.values()))
+    threads = []
+    if "throughput" in data:
+        th = data["throughput"]["figures"]["threads"]
+        threads.append(f"{th} for generation (1 per instance in the 2-client test)")
+    if "load_overhead" in data:
+        threads.append(f"{data['load_overhead']['figures']['threads']} for loads")
+    lines = [f"- CPU: {first['cpu']}, {first['cores']} cores ({first['cores_available']} "
+             f"available to the benchmarks)",
+             f"- llama.cpp threads: {'; '.join(threads) or 'as each benchmark says'}",
+             f"- llama-cpp-python {first['llama_cpp_python']}, Python {first['python']}, "
+             f"{first['system']}"]
+    if "throughput" in data:
+        eb = data["throughput"]["figures"]["extra_bufts"]
+        lines.append(f"- llama.cpp's extra buffer types (AMX, repacked weights): "
+                     f"{'on' if eb else 'off (the engine probe found them unusable here; llama-server ran with --no-repack)'}")
+    dates = sorted({m["date"] for m in machines.values()})
+    lines.append(f"- measured {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else ""))
+    quick = [name for name, d in data.items() if d["args"].get("runs", 2) < 2]
+    if quick:
+        lines.append(f"- **quick mode** ({', '.join(quick)}: one run each): not figures to quote")
+    return lines
+
+
+HOW = """\
+How measured: every benchmark runs the real service (`lmhost serve --workers 1` on
+127.0.0.1) and its baseline in the same run, interleaved, so that the machine's drift hits both
+alike; figures are p50s (nearest rank). Generation: a streamed completion of the synthetic
+bench model (it never stops early, so every side generates exactly the asked tokens) and a
+streamed chat of SmolLM2, the same prompt, sampling and seed on every side, timed by the client
+from the request to each text chunk: decode tok/s = (tokens − 1) / (last chunk − first chunk),
+time to first token = request to first text. In-process is llama-cpp-python in a fresh
+interpreter (`Llama.create_completion` / `create_chat_completion`, `stream=True`); llama-server
+is llama.cpp's own, built from the source llama-cpp-python vendors, run with the same model,
+context, threads and flash attention (off), one slot, `ignore_eos`. Listing: the models dir
+grows from the smallest count to the largest; cold = a fresh catalog, warm = repeated `GET
+/api/v1/models` on fresh connections; the time to first token is a tiny model's, loaded next to
+those models. Load: wall time of `POST /api/v1/models/load` against `llama_cpp.Llama()` in a
+fresh interpreter, same file and context. The scripts (`bench/*.py --help`) say the rest.
+"""
+
+
+def markdown(data: dict, table: Table, missing: list[str]) -> str:
+    out = ["# lmhost benchmark results", "",
+           "Written by `bench/report.py` from the figures of `make bench` "
+           "([README: Performance](../README.md#performance)); the picture: "
+           "[results.png](results.png).", "", *machine_lines(data), ""]
+    if missing:
+        out += [f"Not measured in this run: {', '.join(missing)}.", ""]
+    out += [table.markdown(), "", "Ratios that must reach a target are rounded down, added "
+            "times rounded up; \"met\" is decided on the unrounded figure.", "", HOW]
+    return "\n".join(out)
+
+
+# -- the picture --------------------------------------------------------------------------------
+
+def picture(data: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(22, 10))
+    tp = data.get("throughput", {}).get("figures")
+    for col, (model, sides, title) in enumerate((
+            ("bench_model", BENCH_SIDES, "bench model"), ("real_model", REAL_SIDES, "SmolLM2"))):
+        if tp is None:
+            for row in (0, 1):
+                _empty(axes[row][col * 2 if row == 0 else col * 2 + 1], "throughput not measured")
+            continue
+        present = [(k, label) for k, label in sides if tp[model]["sides"].get(k)]
+        base = tp[model]["sides"][present[0][0]]
+        values = [tp[model]["sides"][k]["decode_tps"] for k, _ in present]
+        ax = axes[0][col * 2]
+        _bars(ax, [label for _, label in present], values, "{:.1f}")
+        ax.axhline(base["decode_tps"] * TPS_RATIO_TARGET, color="tab:red", ls="--", lw=1,
+                   label=f"{TPS_RATIO_TARGET}× in-process")
+        peer = tp[model]["sides"].get("llama_server")
+        if peer:
+            ax.axhline(peer["decode_tps"], color="tab:green", ls=":", lw=1, label="llama-server")
+        ax.set_title(f"decode tokens/s, {title} ({tp['threads']} threads)")
+        ax.set_ylabel("tokens/s")
+        ax.legend(loc="lower right", fontsize=8)
+        ax = axes[0][col * 2 + 1]
+        ttfts = [tp[model]["sides"][k]["ttft"] * 1000 for k, _ in present]
+        _bars(ax, [label for _, label in present], ttfts, "{:.1f}")
+        ax.axhline(base["ttft"] * 1000 + TTFT_ADDED_TARGET_S * 1000, color="tab:red", ls="--",
+                   lw=1, label="in-process + 5 ms")
+        ax.set_title(f"time to first token, {title}")
+        ax.set_ylabel("ms")
+        ax.legend(loc="upper left", fontsize=8)
+
+    lm = data.get("list_models", {}).get("figures")
+    ax = axes[1][0]
+    if lm:
+        counts = sorted(lm["counts"], key=int)
+        xs = [int(n) for n in counts]
+        for key, label in (("cold_in_process", "cold, in-process"), ("cold_http", "cold, HTTP"),
+                           ("warm_http_p50", "warm, HTTP (p50)")):
+            ax.plot(xs, [lm["counts"][n][key] * 1000 for n in counts], "o-", label=label)
+        ax.axhline(WARM_LISTING_TARGET_S * 1000, color="tab:red", ls="--", lw=1,
+                   label="20 ms (warm target at 1,000)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("models in the dir")
+        ax.set_ylabel("ms")
+        ax.set_title("listing time vs number of models")
+        ax.legend(fontsize=8)
+        ax = axes[1][2]
+        with_ttft = [n for n in counts if lm["counts"][n]["ttft_v1_p50"] is not None]
+        _bars(ax, [f"{int(n):,} models" for n in with_ttft],
+              [lm["counts"][n]["ttft_v1_p50"] * 1000 for n in with_ttft], "{:.1f}")
+        ax.set_title("/v1 time to first token vs models in the dir")
+        ax.set_ylabel("ms (p50)")
+    else:
+        _empty(ax, "listing not measured")
+        _empty(axes[1][2], "listing not measured")
+
+    lo = data.get("load_overhead", {}).get("figures")
+    ax = axes[1][1]
+    if lo and lo.get("sizes"):
+        sizes = lo["sizes"]
+        mb = [s["bytes"] / 1e6 for s in sizes]
+        ax.plot(mb, [p50(s["in_process"]) * 1000 for s in sizes], "o-",
+                label="in-process Llama()")
+        ax.plot(mb, [p50(s["api_wall"]) * 1000 for s in sizes], "o-",
+                label="POST /api/v1/models/load")
+        ax.set_xscale("log")
+        ax.set_xlabel("model file (MB)")
+        ax.set_ylabel("ms (p50)")
+        ax.set_title(f"load time vs model size (n_ctx {lo['n_ctx']})")
+        ax.legend(fontsize=8)
+    else:
+        _empty(ax, "load time vs size not measured")
+
+    es = data.get("engine_steps", {}).get("figures")
+    ax = axes[1][3]
+    if es:
+        kinds = ("engine", "Llama.eval", "floor")
+        _bars(ax, ["engine (llama_decode)", "Llama.eval per token", "sample + decode only"],
+              [es["steps"][k]["python_us"] for k in kinds], "{:.0f}")
+        ax.set_title("per token, Python around llama_decode + sampler")
+        ax.set_ylabel("µs")
+    else:
+        _empty(ax, "engine steps not measured")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _bars(ax, labels: list[str], values: list[float], fmt: str) -> None:
+    bars = ax.bar(range(len(values)), values, color="tab:blue")
+    for bar, value in zip(bars, values):
+        ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(values)), labels, rotation=20, ha="right", fontsize=8)
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def load(results: Path) -> tuple[dict, list[str]]:
+    data, missing = {}, []
+    for name in BENCHMARKS:
+        path = results / f"{name}.json"
+        try:
+            data[name] = json.loads(path.read_text())
+        except FileNotFoundError:
+            missing.append(name)
+    return data, missing
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"the benchmarks' JSON files (default {RESULTS})")
+    parser.add_argument("--markdown", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument("--png", type=Path, default=BENCH / "results.png")
+    args = parser.parse_args(argv)
+    data, missing = load(args.results)
+    if not data:
+        print(f"report: no benchmark figures in {args.results} (run `make bench`)",
+              file=sys.stderr)
+        return 1
+    table = Table()
+    for name, rows in (("throughput", throughput_rows), ("list_models", listing_rows),
+                       ("load_overhead", load_rows), ("sdk_clients", sdk_rows),
+                       ("engine_steps", engine_rows)):
+        if name in data:
+            rows(table, data[name]["figures"])
+    args.markdown.write_text(markdown(data, table, missing))
+    picture(data, args.png)
+    print(f"wrote {args.markdown} and {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
