@@ -47,12 +47,35 @@ soak: $(STAMP) $(NODE_STAMP)
 openapi-snapshot: $(STAMP)
 	$(PY) -m pytest -q tests/integration/test_openapi.py -k snapshot --update-openapi-snapshot
 
-# Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 3 minutes in all.
-bench: $(STAMP)
-	$(PY) bench/list_models.py
-	$(PY) bench/load_overhead.py
-	$(PY) bench/throughput.py
-	$(PY) bench/sdk_clients.py
+# Benchmarks print lmhost next to in-process llama-cpp-python, llama.cpp's llama-server and
+# gguf, and write their figures (.bench/results/*.json); bench/report.py puts them in
+# bench/RESULTS.md and bench/results.png. About 10 minutes in all, on a quiet machine (the
+# first run also builds llama-server, about 5 minutes more: bench/llama_server.py).
+# `make bench QUICK=1`: few runs, few tokens, the report in .bench/results/ (not bench/): a
+# check that everything runs, not figures to quote.
+BENCH_OUT := .bench/results
+BENCH_STAMP := $(VENV)/.bench-installed
+ifeq ($(QUICK),1)
+BENCH_LIST_ARGS := --counts 10,1000 --requests 5 --ttft-requests 5 --reader-sample 1
+BENCH_LOAD_ARGS := --runs 2
+BENCH_THROUGHPUT_ARGS := --tokens 32 --runs 1 --quiet-wait 0 --retries 0
+BENCH_SDK_ARGS := --runs 2 --requests 20
+BENCH_STEPS_ARGS := --tokens 32 --runs 2
+BENCH_REPORT_ARGS := --quick --markdown $(BENCH_OUT)/RESULTS.md --png $(BENCH_OUT)/results.png
+endif
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	$(PY) bench/list_models.py --json $(BENCH_OUT)/list_models.json $(BENCH_LIST_ARGS)
+	$(PY) bench/load_overhead.py --json $(BENCH_OUT)/load_overhead.json $(BENCH_LOAD_ARGS)
+	$(PY) bench/throughput.py --json $(BENCH_OUT)/throughput.json $(BENCH_THROUGHPUT_ARGS)
+	$(PY) bench/sdk_clients.py --json $(BENCH_OUT)/sdk_clients.json $(BENCH_SDK_ARGS)
+	$(PY) bench/engine_steps.py --json $(BENCH_OUT)/engine_steps.json $(BENCH_STEPS_ARGS)
+	$(PY) bench/report.py --results $(BENCH_OUT) $(BENCH_REPORT_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache $(NODE_DIR)/node_modules

@@ -92,6 +92,7 @@ import select
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -1067,7 +1068,7 @@ def run(args, work: Path) -> int:
     log(f"in-process interpreters load with llama.cpp's extra buffer types "
         f"{'on' if args.extra_bufts else 'off'}, as lmhost's instances do on this host "
         "(the engine probe's verdict)")
-    args.llama_server = None if args.no_llama_server else ensure_llama_server(log)
+    args.llama_server = None if args.no_llama_server else peer_binary()
     if args.llama_server is not None:
         log(f"llama.cpp's own server: {args.llama_server} (the llama.cpp that llama-cpp-python "
             "vendors), one slot, the same context, threads and sampling, ignore_eos; "
@@ -1170,7 +1171,7 @@ def run(args, work: Path) -> int:
              f"{eb[False] / eb[True]:.3f}" if all(isinstance(v, float) for v in eb.values())
              else "")]
     if pp is not None:
-        rows[4:4] = [("llama-server (llama.cpp's own), same request", "decode tok/s", "TTFT",
+        rows[6:6] = [("llama-server (llama.cpp's own), same request", "decode tok/s", "TTFT",
                       "HTTP/server", "socket/server"),
                      ("", f"{pp['decode_tps']:.1f}", ms(pp["ttft"]),
                       f"{hp['decode_tps'] / pp['decode_tps']:.3f}",
@@ -1248,6 +1249,16 @@ def run(args, work: Path) -> int:
 def _figures(s: dict) -> dict:
     """A side's summary without its texts (seconds and tokens/s)."""
     return {k: v for k, v in s.items() if k not in ("texts", "token_counts")}
+
+
+def peer_binary() -> Path:
+    """llama-server, built on the first run (bench/llama_server.py)."""
+    try:
+        return ensure_llama_server(log)
+    except (OSError, subprocess.CalledProcessError, tarfile.TarError) as exc:
+        raise BenchError(f"llama-server could not be built ({exc}): it needs cmake, a C++ "
+                         "compiler and pip's access to PyPI once; or run with "
+                         "--no-llama-server") from None
 
 
 def _tps_or(value) -> str:
