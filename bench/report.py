@@ -108,12 +108,11 @@ def ms(seconds: float, worse: bool = True) -> str:
 
 # -- the table, benchmark by benchmark --------------------------------------------------------
 
-def throughput_rows(t: Table, f: dict) -> None:
-    bm, sides = f["bench_model"], f["bench_model"]["sides"]
-    ip, peer = sides["in_process"], sides.get("llama_server")
-    t.section(f"Generation, bench model ({bm['params'] / 1e6:.0f}M params, {bm['file_type']}), "
-              f"{f['tokens']} tokens, {f['threads']} threads, p50 of {f['runs']}")
-    for key, label in (("v1", "/v1/completions"), ("socket", "instance socket")):
+def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict) -> None:
+    """Each wire's decode tok/s against in-process and llama-server (when measured), then
+    llama-server's against in-process; the same for the time to first token."""
+    peer = sides.get("llama_server")
+    for key, label in wires:
         t.at_least(f"decode tok/s, {label}", sides[key]["decode_tps"], ip["decode_tps"],
                    "in-process", "tok/s", TPS_RATIO_TARGET)
         if peer:
@@ -122,12 +121,20 @@ def throughput_rows(t: Table, f: dict) -> None:
     if peer:
         t.at_least("decode tok/s, llama-server (reference)", peer["decode_tps"],
                    ip["decode_tps"], "in-process", "tok/s", None)
-    for key, label in (("v1", "/v1/completions"), ("socket", "instance socket")):
+    for key, label in wires:
         t.at_most_added(f"time to first token, {label}", sides[key]["ttft"], ip["ttft"],
                         "in-process", TTFT_ADDED_TARGET_S)
     if peer:
         t.at_most_added("time to first token, llama-server (reference)", peer["ttft"],
                         ip["ttft"], "in-process", None)
+
+
+def throughput_rows(t: Table, f: dict) -> None:
+    bm, sides = f["bench_model"], f["bench_model"]["sides"]
+    t.section(f"Generation, bench model ({bm['params'] / 1e6:.0f}M params, {bm['file_type']}), "
+              f"{f['tokens']} tokens, {f['threads']} threads, p50 of {f['runs']}")
+    wire_rows(t, sides, (("v1", "/v1/completions"), ("socket", "instance socket")),
+              sides["in_process"])
     t.plain("every side generated the same number of tokens", f"{f['tokens']} each",
             target="equal", met=bm["tokens_match"])
     sc = f["scaling"]
@@ -138,21 +145,10 @@ def throughput_rows(t: Table, f: dict) -> None:
             sc["lmhost_two"] / sc["lmhost_one"] >= SCALING_TARGET)
 
     real, rs = f["real_model"], f["real_model"]["sides"]
-    ip, peer = rs["inproc"], rs.get("llama_server")
+    ip = rs["inproc"]
     t.section(f"Generation, the real model ({real['key']}, Q4_1), {f['real_tokens']} tokens, "
               f"{f['threads']} threads, p50 of {f['runs']}")
-    for key, label in REAL_SIDES[2:]:
-        t.at_least(f"decode tok/s, {label}", rs[key]["decode_tps"], ip["decode_tps"],
-                   "in-process", "tok/s", TPS_RATIO_TARGET)
-        if peer:
-            t.at_least(f"decode tok/s, {label} vs llama-server", rs[key]["decode_tps"],
-                       peer["decode_tps"], "llama-server", "tok/s", PEER_RATIO_TARGET)
-    if peer:
-        t.at_least("decode tok/s, llama-server (reference)", peer["decode_tps"],
-                   ip["decode_tps"], "in-process", "tok/s", None)
-    for key, label in REAL_SIDES[2:]:
-        t.at_most_added(f"time to first token, {label}", rs[key]["ttft"], ip["ttft"],
-                        "in-process", TTFT_ADDED_TARGET_S)
+    wire_rows(t, rs, REAL_SIDES[2:], ip)
     counts = sorted({c for key, _ in REAL_SIDES if rs.get(key) for c in rs[key]["token_counts"]})
     t.plain("tokens generated per run, every plain side", ", ".join(map(str, counts)),
             target="equal", met=real["tokens_match"])
@@ -328,7 +324,8 @@ def picture(data: dict, path: Path, quick: bool) -> None:
             ax.axhline(peer["decode_tps"], color="tab:green", ls=":", lw=1, label="llama-server")
         ax.set_title(f"decode tokens/s, {title} ({tp['threads']} threads)")
         ax.set_ylabel("tokens/s")
-        ax.legend(loc="lower right", fontsize=8, framealpha=0.95)
+        ax.set_ylim(0, max(values) * 1.3)  # room for the legend above the bars
+        ax.legend(loc="upper left", fontsize=8, ncol=2)
         ax = axes[0][col * 2 + 1]
         ttfts = [tp[model]["sides"][k]["ttft"] * 1000 for k, _ in present]
         _bars(ax, [label for _, label in present], ttfts, "{:.1f}", colours)
@@ -336,6 +333,7 @@ def picture(data: dict, path: Path, quick: bool) -> None:
                    lw=1, label="in-process + 5 ms")
         ax.set_title(f"time to first token, {title}")
         ax.set_ylabel("ms")
+        ax.set_ylim(0, max(ttfts + [base["ttft"] * 1000 + TTFT_ADDED_TARGET_S * 1000]) * 1.3)
         ax.legend(loc="upper left", fontsize=8)
 
     lm = data.get("list_models", {}).get("figures")

@@ -615,6 +615,15 @@ def concurrent_round(port: int, model: str, clients: int, args, what: str) -> di
     return aggregate(results)
 
 
+def shut_down(server: Server, *closers) -> None:
+    """Calls each closer given (None: skipped: what never started), then stops the server and
+    says how."""
+    for close in closers:
+        if close is not None:
+            close()
+    log(f"    server {server.stop()}")
+
+
 def start_llama_server(model: Path, args, work: Path, name: str) -> LlamaServer | None:
     """llama.cpp's own server on `model` (as lmhost's instances load it), or None with
     ``--no-llama-server``."""
@@ -678,12 +687,7 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
-        if inproc is not None:
-            inproc.close()
-        if peer is not None:
-            peer.stop()
-        how = server.stop()
-        log(f"    server {how}")
+        shut_down(server, inproc and inproc.close, peer and peer.stop)
     return {"in_runs": in_runs, "sock_runs": sock_runs, "http_runs": http_runs,
             "peer_runs": peer_runs}
 
@@ -984,14 +988,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
-        if client is not None:
-            client.close()
-        if inproc is not None:
-            inproc.close()
-        if peer is not None:
-            peer.stop()
-        how = server.stop()
-        log(f"    server {how}")
+        shut_down(server, client and client.close, inproc and inproc.close, peer and peer.stop)
     titles = {"inproc": "in-process (create_chat_completion, stream)", "v1": "/v1/chat/completions",
               "native": "/api/v1/chat", "sdk": "SDK (lmstudio respond_stream)",
               "llama_server": "llama-server /v1/chat/completions (ignore_eos)",
