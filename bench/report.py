@@ -248,10 +248,11 @@ def machine_lines(data: dict) -> list[str]:
              f"- llama-cpp-python {first['llama_cpp_python']}, Python {first['python']}, "
              f"{first['system']}"]
     if "throughput" in data:
-        eb = data["throughput"]["figures"]["extra_bufts"]
+        tp = data["throughput"]["figures"]
+        peer = "; llama-server ran with --no-repack" if tp["bench_model"]["sides"].get(
+            "llama_server") else ""
         lines.append("- llama.cpp's extra buffer types (AMX, repacked weights): " + (
-            "on" if eb else "off (the engine probe found them unusable here; llama-server ran "
-            "with --no-repack)"))
+            "on" if tp["extra_bufts"] else f"off (the engine probe found them unusable here{peer})"))
     dates = sorted({m["date"] for m in machines.values()})
     lines.append(f"- measured {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else ""))
     return lines
