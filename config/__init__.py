@@ -27,6 +27,9 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | sdk_max_sockets | LMHOST_SDK_MAX_SOCKETS | 256          | LM Studio SDK websockets per HTTP worker (each holds a thread) |
 | sdk_discovery | LMHOST_SDK_DISCOVERY | 1                | also listen on the first free SDK discovery port (127.0.0.1) |
 | url          | LMHOST_URL          | http://127.0.0.1:1234 | client side: the server the CLI talks to; `serve` ignores it |
+| memory_limit | LMHOST_MEMORY_LIMIT | 0 (none)           | bytes (or 512M, 8G, ...) lmhost's instances may use: VRAM on a GPU host, RAM without one |
+| guardrail    | LMHOST_GUARDRAIL    | strict             | a load that does not fit: strict (503), evict (idle instances, LRU first), off (load anyway) |
+| evict_explicit | LMHOST_EVICT_EXPLICIT | 0              | with guardrail evict, explicitly loaded instances may be evicted too |
 
 `url` is the one client-side setting: the CLI reads it alone with `client_url()`, so a client
 command never fails on a server setting, and `lmhost serve` accepts it in the environment of a
@@ -47,6 +50,8 @@ from urllib.parse import urlsplit
 
 PREFIX = "LMHOST_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+GUARDRAILS = ("strict", "evict", "off")
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class ConfigError(ValueError):
@@ -74,6 +79,9 @@ class Settings:
     url: str = "http://127.0.0.1:1234"  # client side (the CLI); the server does not use it
     sdk_max_sockets: int = 256
     sdk_discovery: bool = True
+    memory_limit: int = 0  # bytes; 0: no limit beyond what the host has
+    guardrail: str = "strict"
+    evict_explicit: bool = False
 
     @property
     def threads_per_instance(self) -> int:
@@ -149,11 +157,26 @@ def _http_url(raw: str) -> str:
     return value
 
 
-def _log_level(raw: str) -> str:
-    value = str(raw).strip().lower()
-    if value not in LOG_LEVELS:
-        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
-    return value
+def _byte_size(raw) -> int:
+    """Bytes, or a number with a binary unit: 512M, 8G, 1.5GiB (K, M, G, T; B/iB optional)."""
+    text = str(raw).strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in ("K", "M", "G", "T") else (text, "")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"must be a number of bytes, optionally with K, M, G or T, got {raw!r}") from None
+    if not 0 <= value * _SIZE_UNITS[unit] < 1 << 60:  # NaN fails too
+        raise ValueError(f"must be a size from 0 to 1024 T, got {raw!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+def _one_of(choices: tuple[str, ...]):
+    def parse(raw: str) -> str:
+        value = str(raw).strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+    return parse
 
 
 _PARSERS = {
@@ -164,7 +187,7 @@ _PARSERS = {
     "cache_dir": _directory,
     "workers": _int_in(1, 64),
     "threads": _int_in(1, 256),
-    "log_level": _log_level,
+    "log_level": _one_of(LOG_LEVELS),
     "context_length": _int_in(1, 1 << 24),
     "instance_threads": _int_in(0, 1024),
     "queue_size": _int_in(0, 4096),
@@ -176,6 +199,9 @@ _PARSERS = {
     "url": _http_url,
     "sdk_max_sockets": _int_in(0, 4096),
     "sdk_discovery": _flag,
+    "memory_limit": _byte_size,
+    "guardrail": _one_of(GUARDRAILS),
+    "evict_explicit": _flag,
 }
 
 
