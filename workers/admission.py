@@ -155,3 +155,14 @@ def limits(mode: str, limit: int) -> dict[str, int]:
     """``LMHOST_MEMORY_LIMIT`` caps what lmhost uses where its models live: the GPUs on a GPU
     host (mode "gpu"), RAM on a CPU host."""
     return {("gpu" if mode == "gpu" else "ram"): limit} if limit else {}
+
+
+def refusal(model_key: str, decision: Decision, guardrail: str, limit: int) -> str:
+    """The 503's message: what is short, by how much, and what would help."""
+    capped = f" (LMHOST_MEMORY_LIMIT {_mib(limit)})" if limit else ""
+    hint = ("unload an instance, or set LMHOST_GUARDRAIL=evict to unload idle ones first"
+            if guardrail == "strict" else
+            "no idle instance can make room (the others are serving, loading, or explicitly "
+            "loaded while LMHOST_EVICT_EXPLICIT=0)")
+    return (f"not enough memory to load {model_key!r}{capped}: "
+            + "; ".join(s.describe() for s in decision.short) + f"; {hint}")

@@ -13,9 +13,9 @@ A reading's ``free`` of a pool is what a new load could take from it now:
   that correction a loaded model would still look free.
 
 After an unload, the memory comes back to the reading a little later (NVML lags by up to a
-second). `releasing` notes the pool's free memory and the process's use before it stops,
-`released` queues that, and `settle` — called before every admission — waits (bounded by
-`RELEASE_WAIT`) until the reading shows it back.
+second). `gone` (the registry calls it whenever an instance's row drops) queues the process,
+`before_stop` notes a baseline when lmhost asks it to stop, and `settle` — called before every
+admission — waits (bounded by `RELEASE_WAIT`) until the reading shows its memory back.
 """
 
 from __future__ import annotations
@@ -74,11 +74,15 @@ class Reading:
 
 @dataclass(eq=False)
 class Release:
-    """An instance on its way out: its pool's free memory and its own use just before."""
-    pool: str
-    free_before: int
-    size: int
-    deadline: float = 0.0
+    """An instance process that has gone, whose memory the reading may not show free yet.
+    With a baseline (its pool's free memory and its own use just before it was asked to
+    stop), the memory is back once most of that use shows free; either way, once the
+    process is no longer listed (NVML's process list; /proc)."""
+    pid: int
+    deadline: float
+    pool: str | None = None
+    free_before: int = 0
+    size: int = 0
 
 
 def read_meminfo(path: Path) -> tuple[int, int]:
@@ -123,6 +127,7 @@ class Memory:
         self.cpu_reason: str | None = None  # why this process is in CPU mode, once known
         self._lock = threading.Lock()
         self._pending: list[Release] = []   # guarded by _lock
+        self._baselines: dict[int, tuple[str, int, int]] = {}  # pid -> (pool, free, use); _lock
 
     # -- readings ------------------------------------------------------------------------------
 
@@ -174,23 +179,40 @@ class Memory:
 
     # -- unloads: wait until the reading shows the memory back ----------------------------------
 
-    def releasing(self, pid: int | None) -> Release | None:
-        """Note, before an instance stops, its pool's free memory and its own use."""
-        if not pid:
-            return None
+    def before_stop(self, pid: int | None) -> None:
+        """Note, before an instance is asked to stop, its pool's free memory and its own use:
+        the baseline its release is measured against."""
         reading = self.read()
-        use = reading.processes.get(pid)
-        if use is None:
-            return None
-        pool = "gpu" if use.gpu and reading.gpus else "ram"
-        return Release(pool, reading.pools()[pool].free, use.gpu if pool == "gpu" else use.ram)
-
-    def released(self, release: Release | None) -> None:
-        """The instance has gone: the next admission waits for its memory (`settle`)."""
-        if release is not None and release.size > 0:
-            release.deadline = self.clock() + RELEASE_WAIT
+        use = reading.processes.get(pid) if pid else None
+        if use is not None:
+            pool = "gpu" if use.gpu and reading.gpus else "ram"
             with self._lock:
-                self._pending.append(release)
+                self._baselines[pid] = (pool, reading.pools()[pool].free,
+                                        use.gpu if pool == "gpu" else use.ram)
+
+    def forget(self, pid: int | None) -> None:
+        """The instance was asked to stop and would not (serving): no baseline to keep."""
+        with self._lock:
+            self._baselines.pop(pid, None)
+
+    def gone(self, pid: int | None) -> None:
+        """An instance process has gone (any way: unload, eviction, TTL, crash): the next
+        admission waits for its memory (`settle`). Cheap: called under the registry's lock."""
+        if not pid:
+            return
+        with self._lock:
+            pool, free_before, size = self._baselines.pop(pid, (None, 0, 0))
+            self._pending.append(Release(pid, self.clock() + RELEASE_WAIT, pool, free_before,
+                                         size))
+
+    def _back(self, release: Release, reading: Reading) -> bool:
+        if any(release.pid in gpu.processes for gpu in reading.gpus):
+            return False
+        if release.pool is None:  # no baseline: gone from the process lists is enough
+            return read_process(self.proc / str(release.pid) / "status") is None
+        pool = reading.pools().get(release.pool)
+        return pool is not None and admission.memory_back(release.free_before, pool.free,
+                                                          release.size)
 
     def settle(self) -> None:
         """Wait until every recent unload's memory shows free in the reading, each at most
@@ -200,19 +222,18 @@ class Memory:
                 pending = list(self._pending)
             if not pending:
                 return
-            pools = self.read().pools()
+            reading = self.read()
             now = self.clock()
             done = []
             for release in pending:
-                pool = pools.get(release.pool)
-                back = pool is not None and admission.memory_back(release.free_before,
-                                                                  pool.free, release.size)
+                back = self._back(release, reading)
                 if not back and now >= release.deadline:
-                    log.warning("memory: %d bytes unloaded from %s not shown free after %.0f s; "
-                                "admitting anyway", release.size, release.pool, RELEASE_WAIT)
+                    log.warning("memory: the %s bytes of instance process %d not shown free "
+                                "after %.0f s; admitting anyway", release.size or "?",
+                                release.pid, RELEASE_WAIT)
                 if back or now >= release.deadline:
                     done.append(release)
             with self._lock:
-                self._pending = [r for r in self._pending if r not in done]
+                self._pending = [r for r in self._pending if all(r is not d for d in done)]
             if len(done) < len(pending):
                 self.sleep(POLL_INTERVAL)

@@ -25,6 +25,7 @@ class FakeProc:
         self.set_ram(total, available)
 
     def set_ram(self, total, available):
+        self.total, self.available = total, available
         (self.root / "meminfo").write_text(
             f"MemTotal:       {total // 1024} kB\nMemFree:        1 kB\n"
             f"MemAvailable:   {available // 1024} kB\nBuffers:        0 kB\n")
@@ -38,6 +39,12 @@ class FakeProc:
     def remove(self, pid):
         (self.root / str(pid) / "status").unlink()
         (self.root / str(pid)).rmdir()
+
+    def exit(self, pid):
+        """The process exits: its memory is available again."""
+        rss = int((self.root / str(pid) / "status").read_text().split("VmRSS:\t")[1].split()[0])
+        self.remove(pid)
+        self.set_ram(self.total, self.available + rss * 1024)
 
 
 @pytest.fixture
@@ -153,17 +160,20 @@ class Clock:
         self.on_sleep()
 
 
-def test_settle_waits_until_the_unloaded_memory_shows_free(proc):
+def clocked(proc, module, pids):
     clock = Clock()
+    return clock, Memory(Nvml(module), pids=lambda: pids, proc=proc.root, clock=clock,
+                         sleep=clock.sleep)
+
+
+def test_settle_waits_until_the_unloaded_memory_shows_free(proc):
     proc.add(9, rss=1 * GiB)
     pids = [9]
-    mem = Memory(Nvml(fake_pynvml.make([])), pids=lambda: pids, proc=proc.root, clock=clock,
-                 sleep=clock.sleep)
-    release = mem.releasing(9)
-    assert (release.pool, release.size, release.free_before) == ("ram", GiB, 12 * GiB)
-    proc.remove(9)
+    clock, mem = clocked(proc, fake_pynvml.make([]), pids)
+    mem.before_stop(9)
+    proc.remove(9)  # it exits; the supervisor reaps it and its row goes
     pids.clear()
-    mem.released(release)
+    mem.gone(9)
     frees = iter([12 * GiB, 12 * GiB + 100 * MiB, 12 * GiB + 900 * MiB])  # the kernel catches up
     clock.on_sleep = lambda: proc.set_ram(16 * GiB, next(frees))
     mem.settle()
@@ -173,25 +183,26 @@ def test_settle_waits_until_the_unloaded_memory_shows_free(proc):
 
 
 def test_settle_is_bounded_when_the_memory_never_shows(proc, caplog):
-    clock = Clock()
     proc.add(9, rss=1 * GiB)
-    mem = Memory(Nvml(fake_pynvml.make([])), pids=lambda: [9], proc=proc.root, clock=clock,
-                 sleep=clock.sleep)
-    mem.released(mem.releasing(9))  # another process took the memory meanwhile
+    pids = [9]
+    clock, mem = clocked(proc, fake_pynvml.make([]), pids)
+    mem.before_stop(9)
+    pids.clear()
+    mem.gone(9)  # gone, but another process took the memory meanwhile
     mem.settle()
     assert RELEASE_WAIT <= clock.now < RELEASE_WAIT + 0.1
     assert any("not shown free" in r.getMessage() for r in caplog.records)
 
 
-def test_gpu_release_is_measured_on_the_gpus(proc):
-    clock = Clock()
+def test_gpu_release_waits_for_nvml_to_catch_up(proc):
     gpu = FakeGpu(total=80 * GiB, processes={4: 10 * GiB})
     proc.add(4, rss=500 * MiB)
-    mem = Memory(Nvml(fake_pynvml.make([gpu])), pids=lambda: [4], proc=proc.root, clock=clock,
-                 sleep=clock.sleep)
-    release = mem.releasing(4)
-    assert (release.pool, release.size) == ("gpu", 10 * GiB)
-    mem.released(release)
+    pids = [4]
+    clock, mem = clocked(proc, fake_pynvml.make([gpu]), pids)
+    mem.before_stop(4)
+    proc.remove(4)
+    pids.clear()
+    mem.gone(4)
 
     def nvml_catches_up():
         if clock.now >= 0.5:  # NVML lags after the process exits (NOTES.md: under a second)
@@ -199,3 +210,32 @@ def test_gpu_release_is_measured_on_the_gpus(proc):
     clock.on_sleep = nvml_catches_up
     mem.settle()
     assert 0.5 <= clock.now < 1.0
+
+
+def test_without_a_baseline_a_gone_process_is_back_once_no_reading_lists_it(proc):
+    """A crash or a TTL expiry: nobody noted a baseline; the process lists decide."""
+    gpu = FakeGpu(total=80 * GiB, processes={5: GiB})
+    clock, mem = clocked(proc, fake_pynvml.make([gpu]), [])
+    mem.gone(5)
+    clock.on_sleep = lambda: gpu.processes.clear() if clock.now >= 0.3 else None
+    mem.settle()
+    assert 0.3 <= clock.now < 0.5
+    proc.add(6, rss=GiB)  # CPU: until /proc no longer has it (reaped)
+    mem.gone(6)
+    clock.on_sleep = lambda: proc.remove(6)
+    mem.settle()
+    mem.gone(None)  # never had a process: nothing to wait for
+    mem.settle()
+
+
+def test_a_refused_stop_leaves_no_baseline_behind(proc):
+    proc.add(7, rss=GiB)
+    pids = [7]
+    clock, mem = clocked(proc, fake_pynvml.make([]), pids)
+    mem.before_stop(7)
+    mem.forget(7)  # it was serving: it stays
+    proc.remove(7)
+    pids.clear()
+    mem.gone(7)  # much later it goes (say, a crash): judged by the process lists alone
+    mem.settle()
+    assert clock.now == 0.0

@@ -145,7 +145,8 @@ def _adopt(registry: Registry, watch: DeathWatch, socket_path: str | None, pid: 
         id=info["instance_id"], handle=info["handle"], model_key=info["model_key"],
         variant=info["variant"], path=info["path"], type=info["type"],
         load_config=info["load_config"], ttl=info.get("ttl"), created=info["created"],
-        estimate_bytes=info.get("estimate_bytes", 0), state=State.LOADED, progress=1.0,
+        estimate=info.get("estimate") or {}, measured=info.get("measured"),
+        state=State.LOADED, progress=1.0,
         pid=info["pid"], started=started, socket=info["socket"],
         load_time=info.get("load_time_seconds"), last_used=info["created"],
         jit=bool(info.get("jit")), process=AdoptedProcess(info["handle"], info["pid"], started))

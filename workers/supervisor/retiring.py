@@ -1,8 +1,10 @@
 """Retiring: one path for every way a loaded instance leaves on purpose — an unload, a TTL
-expiry, an auto-eviction, the service's shutdown. `retire` moves it to UNLOADING, asks it to
-stop (or it has decided so itself), gives it its grace, then kills it; the death watch reaps it
-(GONE). Whether an instance is idle, for TTL and eviction, the instance decides itself,
-atomically (ops ``expire`` and ``evict``), so a request in flight is never cut.
+expiry, an eviction (JIT auto-evict, or making room for a load), the service's shutdown.
+`retire` moves it to UNLOADING, asks it to stop (or it has decided so itself), gives it its
+grace, then kills it; the death watch reaps it (GONE); the next admission waits for the memory
+it used to show free (`Memory.gone`, with the baseline `Memory.before_stop` noted). Whether an instance is idle, for TTL and eviction,
+the instance decides itself, atomically (ops ``expire`` and ``evict``), so a request in
+flight is never cut.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Callable
 from config import Settings
 from workers import policy
 from workers.errors import InstanceNotFound, ModelLoadFailed
+from workers.memory import Memory
 from workers.protocol import ProtocolError
 from workers.records import State
 from workers.supervisor.processes import KILL_WAIT, graceful_then_kill
@@ -28,10 +31,12 @@ RPC_ERRORS = (OSError, ProtocolError, TypeError)  # TypeError: no socket yet
 
 
 class Retirer:
-    def __init__(self, settings: Settings, registry: Registry, stopping: threading.Event):
+    def __init__(self, settings: Settings, registry: Registry, stopping: threading.Event,
+                 memory: Memory):
         self.settings = settings
         self.registry = registry
         self.stopping = stopping  # set at shutdown: no more TTL checks
+        self.memory = memory
         self.grace = float(settings.unload_timeout)
         self.exit_margin = EXIT_MARGIN
 
@@ -51,9 +56,11 @@ class Retirer:
                     self.registry.gone(instance)
                     return {"instance_id": instance_id}
         if loading:
+            self.memory.before_stop(instance.pid)
             instance.process.signal(signal.SIGKILL)
             self.registry.wait_gone(instance, KILL_WAIT)
         else:
+            self.memory.before_stop(instance.pid)
             self.retire(instance, "unloaded on request", ask=self._shutdown_op(instance))
         return {"instance_id": instance_id}
 
@@ -88,15 +95,16 @@ class Retirer:
 
     def check_ttls(self) -> list[threading.Thread]:
         """Ask every loaded instance with a TTL whether it has been idle that long; retire
-        those that agree (each in a thread, returned). Also keeps `last_used` fresh."""
+        those that agree (each in a thread, returned). Also keeps every loaded instance's
+        `last_used` fresh (asking those without a TTL with ttl 0, which never expires): the
+        evict guardrail unloads the least recently used first."""
         with self.registry.lock:
-            candidates = [i for i in self.registry.instances.values()
-                          if i.state is State.LOADED and i.ttl]
+            candidates = [i for i in self.registry.instances.values() if i.state is State.LOADED]
         retiring = []
         for instance in candidates:
             try:
-                answer = instance.process.ask(instance.socket, {"op": "expire", "ttl": instance.ttl},
-                                              timeout=2.0)
+                answer = instance.process.ask(
+                    instance.socket, {"op": "expire", "ttl": instance.ttl or 0}, timeout=2.0)
             except RPC_ERRORS:
                 continue
             if answer.get("last_used_ago") is not None:
@@ -108,19 +116,28 @@ class Retirer:
                 retiring.append(thread)
         return retiring
 
-    def evict_for(self, new: Instance) -> None:
-        """Auto-evict: unload the earlier JIT-loaded instances that are idle before `new`
-        loads, and wait until they have gone."""
+    def evict_for(self, reference: str) -> None:
+        """Auto-evict: unload the earlier JIT-loaded instances that are idle before a JIT load
+        of `reference`, and wait until they have gone."""
         with self.registry.lock:
             victims = [self.registry.instances[r["id"]]
-                       for r in policy.jit_evictions(self.registry.rows(), new.id)]
+                       for r in policy.jit_evictions(self.registry.rows())]
         for instance in victims:
-            try:
-                evicted = instance.process.ask(instance.socket, {"op": "evict"}, timeout=2.0)
-            except RPC_ERRORS:
-                continue
-            if evicted.get("evicted"):
-                self.retire(instance, f"auto-evict: idle JIT instance, making room for {new.id!r}")
+            self.evict(instance, f"auto-evict: idle JIT instance, making room for {reference!r}")
+
+    def evict(self, instance: Instance, why: str) -> bool:
+        """Unload `instance` if it is idle — it decides, atomically — and wait until it has
+        gone. False when it would not go (serving, or already leaving)."""
+        self.memory.before_stop(instance.pid)
+        try:
+            answer = instance.process.ask(instance.socket, {"op": "evict"}, timeout=2.0)
+        except RPC_ERRORS:
+            answer = {}
+        if not answer.get("evicted"):
+            self.memory.forget(instance.pid)
+            return False
+        self.retire(instance, why)
+        return True
 
     # -- shutdown --------------------------------------------------------------------------------
 
