@@ -7,7 +7,7 @@ from typing import Mapping
 
 from flask import Flask
 
-from app import health, models, openai, sdk
+from app import health, models, openai, resources, sdk
 from app.api import OPENAPI_VERSION, Api
 from app.extensions import Engine
 from config import Settings, load_settings
@@ -36,5 +36,6 @@ def create_app(config: Settings | Mapping | None = None) -> Flask:
     api.register_blueprint(health.blp)
     api.register_blueprint(models.blp)
     api.register_blueprint(openai.blp)
+    api.register_blueprint(resources.blp)
     sdk.init_app(app, api)
     return app
