@@ -41,12 +41,13 @@ test: $(STAMP) $(NODE_STAMP)
 openapi-snapshot: $(STAMP)
 	$(PY) -m pytest -q tests/integration/test_openapi.py -k snapshot --update-openapi-snapshot
 
-# Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 3 minutes in all.
+# Benchmarks print lmhost next to in-process llama-cpp-python / gguf; about 6 minutes in all.
 bench: $(STAMP)
 	$(PY) bench/list_models.py
 	$(PY) bench/load_overhead.py
 	$(PY) bench/throughput.py
 	$(PY) bench/sdk_clients.py
+	$(PY) bench/estimate_accuracy.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache $(NODE_DIR)/node_modules

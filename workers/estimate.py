@@ -33,7 +33,7 @@ from workers.model_facts import ENCODER_ARCHITECTURES, FileFacts
 
 MiB = 1 << 20
 PROCESS_BYTES = 49 * MiB          # an idle instance process: Python + llama_cpp (RSS, measured)
-CONTEXT_BYTES = 4 * MiB           # llama.cpp's context bookkeeping, libraries paged in by decoding
+CONTEXT_BYTES = 7 * MiB           # llama.cpp's context and output buffers, libraries paged in
 TOKEN_BYTES = 190                 # tokenizer tables, per vocabulary entry
 MERGE_BYTES = 175                 # per BPE merge
 CUDA_CONTEXT_BYTES = 520 * MiB    # per process and GPU (NOTES.md: ~0.5 GB on an H200)

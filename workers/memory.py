@@ -16,6 +16,9 @@ After an unload, the memory comes back to the reading a little later (NVML lags 
 second). `gone` (the registry calls it whenever an instance's row drops) queues the process,
 `before_stop` notes a baseline when lmhost asks it to stop, and `settle` — called before every
 admission — waits (bounded by `RELEASE_WAIT`) until the reading shows its memory back.
+
+Lock order: the registry's lock before `Memory._lock` (`gone` is called under the former);
+readings take the registry's lock (for the pids) and are never taken under `Memory._lock`.
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ client's `estimateResourcesUsage` answered from the same estimate as REST."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import lmstudio
@@ -16,8 +14,8 @@ import requests
 
 from config import load_settings
 from lmhost import synthetic
-from tests.e2e.conftest import clean_env, start_server
-from tests.e2e.sdk_support import Runner, stop
+from tests.e2e.conftest import clean_env
+from tests.e2e.sdk_support import Runner
 from tests.e2e.test_cli import lmhost, ok
 from workers.catalog import Catalog
 from workers.loadconfig import plan_load
@@ -29,28 +27,21 @@ def estimate(models_dir: Path, key: str) -> int:
                      n_threads=1).estimate.total_bytes
 
 
-@pytest.fixture(scope="module")
-def server():
-    work = Path(tempfile.mkdtemp(prefix="lmh-", dir="/tmp"))  # state dirs hold Unix sockets
-    models = work / "models"
+@pytest.fixture
+def server(short_tmp, serve):
+    """The demo models, served with a memory limit that fits one demo LLM and not two."""
+    models = short_tmp / "models"
     synthetic.write_demo_models(models)
-    limit = int(estimate(models, "tiny-llama") * 1.5)  # one demo LLM fits, two do not
-    server = start_server(work, models, "--workers", "1", env=clean_env(
-        LMHOST_INSTANCE_THREADS="1", LMHOST_MEMORY_LIMIT=str(limit)))
-    server.limit, server.work = limit, work
-    try:
-        yield server
-    finally:
-        stop(server)
-        shutil.rmtree(work, ignore_errors=True)
+    limit = int(estimate(models, "tiny-llama") * 1.5)
+    server = serve(models, "--workers", "1", env=clean_env(LMHOST_INSTANCE_THREADS="1",
+                                                           LMHOST_MEMORY_LIMIT=str(limit)))
+    server.limit, server.work = limit, short_tmp
+    return server
 
 
 @pytest.fixture
 def url(server):
-    """The service's URL, with no instance loaded before and after the test."""
-    ok(lmhost("unload", "--all", url=server.url))
-    yield server.url
-    ok(lmhost("unload", "--all", url=server.url))
+    return server.url
 
 
 def post(url, path, body):

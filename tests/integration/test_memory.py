@@ -6,9 +6,7 @@ decision, estimate_only, /api/v1/resources, and a truncated copy that is not a m
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -17,11 +15,9 @@ import pytest
 
 from config import load_settings
 from lmhost import synthetic
-from tests.conftest import Live
-from tests.helpers import our_processes, wait_for
+from tests.conftest import running_supervisor
 from workers import procs
 from workers.catalog import Catalog
-from workers.client import start_supervisor, stop_supervisor
 from workers.loadconfig import plan_load
 
 CONTEXT = 1024  # small: a load is quick, and the bench model's estimate is ~270 MiB
@@ -49,23 +45,15 @@ def estimate_of(models_dir, key="bench", context_length=CONTEXT) -> int:
 
 
 @pytest.fixture
-def mem(models, request):
+def mem(models, short_tmp, request):
     """A supervisor over `models` with a limit of 1.5 bench models, and settings from the
     test's parametrization (``indirect``)."""
-    state = Path(tempfile.mkdtemp(prefix="lmh-", dir="/tmp"))
     overrides = {"instance_threads": 1, "unload_timeout": 5, "context_length": CONTEXT,
                  "memory_limit": int(1.5 * estimate_of(models)), **getattr(request, "param", {})}
-    settings = load_settings(env={}, models_dir=models, state_dir=state / "state", **overrides)
-    assert start_supervisor(settings, wait=30)
-    yield Live(settings)
-    stop_supervisor(settings, timeout=20)
-    try:
-        wait_for(lambda: not our_processes(settings.state_dir), timeout=10,
-                 what="every supervisor, instance and spare process to exit")
-    finally:
-        for pid in our_processes(settings.state_dir):
-            os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(state, ignore_errors=True)
+    settings = load_settings(env={}, models_dir=models, state_dir=short_tmp / "state",
+                             **overrides)
+    with running_supervisor(settings) as live:
+        yield live
 
 
 def loaded_ids(live) -> list[str]:
