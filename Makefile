@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/e2e/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test install bench clean openapi-snapshot
+.PHONY: serve test soak install bench clean openapi-snapshot
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ test: $(STAMP) $(NODE_STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# Under stress, bounded (about 10 minutes): churn, faults under load, schemathesis with
+# thousands of random cases; prints what it tried and what held.
+soak: $(STAMP) $(NODE_STAMP)
+	SCHEMATHESIS_MAX_EXAMPLES=400 $(PY) -m pytest -m "" -p no:cacheprovider tests/soak \
+		tests/e2e/test_schemathesis.py
 
 # The served OpenAPI document (/openapi.json) is the contract; tests/contract/openapi.json is
 # its snapshot, and `make test` fails when they differ. After a deliberate change of the

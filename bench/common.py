@@ -270,6 +270,8 @@ spec = json.loads(sys.argv[1])
 started = time.perf_counter()
 import llama_cpp
 import_s = time.perf_counter() - started
+from workers.llama_params import install
+install(extra_bufts=spec["extra_bufts"])  # as lmhost's instances load on this host
 
 def construct(verbose):
     started = time.perf_counter()
@@ -289,8 +291,17 @@ print(json.dumps({"import_s": import_s, "quiet": quiet, "verbose": verbose,
 """
 
 
+def engine_extra_bufts() -> bool:
+    """Whether lmhost's instances use llama.cpp's extra buffer types on this host (the engine
+    probe's verdict, `workers.engine_probe`): in-process baselines load the same way."""
+    from config import load_settings
+    from workers.engine_probe import check_engine
+    return check_engine(load_settings(env={}).cache_dir).extra_bufts
+
+
 def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: Path) -> dict:
-    spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs}
+    spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs,
+            "extra_bufts": engine_extra_bufts()}
     return json_child(["-c", BASELINE_SCRIPT, json.dumps(spec)], "the in-process baseline",
                       work / "baseline.stderr", BASELINE_TIMEOUT_S)
 

@@ -88,8 +88,6 @@ if str(BENCH) not in sys.path:  # run from a checkout without the editable insta
 import common  # noqa: E402 (puts the repo on sys.path)
 from common import (HOST, REPO, BenchError, log, p50, percentile,  # noqa: E402
                     run_in_work_dir, spare_ready)
-from config import load_settings  # noqa: E402
-from workers.engine_probe import check_engine  # noqa: E402
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from lmhost.synthetic import write_bench_model  # noqa: E402
 from workers.table import InstanceTable  # noqa: E402
@@ -796,10 +794,10 @@ def run(args, work: Path) -> int:
         f"temperature {TEMPERATURE}, top_p {TOP_P}, seed {SEED}, n_ctx {N_CTX}")
     if cpus < 2:
         log("note: 1 CPU: the 2-instance test cannot scale here")
-    verdict = check_engine(load_settings(env={}).cache_dir)
-    args.extra_bufts = verdict.extra_bufts
-    log(f"engine probe: {verdict.reason}; in-process interpreters load with extra buffer types "
-        f"{'on' if verdict.extra_bufts else 'off'}, as lmhost's instances do here")
+    args.extra_bufts = common.engine_extra_bufts()
+    log(f"in-process interpreters load with llama.cpp's extra buffer types "
+        f"{'on' if args.extra_bufts else 'off'}, as lmhost's instances do on this host "
+        "(the engine probe's verdict)")
     watch = CpuWatch(work)
 
     models_dir = work / "models"

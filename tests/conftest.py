@@ -16,6 +16,22 @@ def pytest_addoption(parser):
                           "deliberate change of the contract (make openapi-snapshot)")
 
 
+SUMMARY: list[str] = []  # lines a long run (make soak) prints at its end
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SUMMARY:
+        terminalreporter.section("what was tried and what held")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def summary():
+    """`summary(line)`: a line for the end-of-session summary (what a test tried, what held)."""
+    return SUMMARY.append
+
+
 @pytest.fixture(scope="session")
 def engine_verdict():
     """The engine probe's verdict for this host (cached per engine build, CPU and boot)."""

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     log.info("supervising %s (models in %s)", state_dir.path, settings.models_dir)
 
     while not (terminate.wait(0.5) or supervisor.done.is_set()):
-        pass
+        supervisor.registry.flush()  # a table write that failed (state dir full) is retried
     if not supervisor.done.is_set():  # a signal, not the "shutdown" op (which stopped all)
         log.info("stopping: unloading every instance")
         supervisor.stop()

@@ -63,10 +63,16 @@ class Inference:
             return []
 
     def target(self, reference: str) -> Target:
+        """The loaded instances a reference names, from the instance table alone when it
+        names one (the hot path: no scan of the models dir, and an instance whose file was
+        deleted meanwhile still serves); else the catalog's model (to JIT-load)."""
         rows = self._rows()
         named = [r for r in rows if r["id"] == reference]
         if named:
             return Target(named[0]["type"], named, reference)
+        loaded = policy.instances_of(rows, reference)
+        if loaded:
+            return Target(loaded[0]["type"], loaded, None)
         model, variant = self.catalog.resolve(reference)
         pinned = "@" in reference
         return Target(model.type, [r for r in rows if r["model_key"] == model.key

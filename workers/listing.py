@@ -27,7 +27,7 @@ from workers.table import InstanceTable, TableUnreadable
 log = logging.getLogger(__name__)
 
 LLM_ONLY_FIELDS = ("architecture", "capabilities", "description")
-ABSENT_WHEN_NONE = ("last_failure",)
+ABSENT_WHEN_NONE = ("last_failure", "file_missing")
 
 
 class QuantizationSchema(Schema):
@@ -121,6 +121,9 @@ class ModelSchema(Schema):
     last_failure = fields.Nested(FailureSchema, metadata={
         "description": "extension: the latest instance of this model that failed to load, "
                        "crashed or exited unasked (absent when none did)"})
+    file_missing = fields.Boolean(metadata={
+        "description": "extension: true when the model's file was deleted while an instance "
+                       "of it is loaded (the instance still serves; absent otherwise)"})
 
     def variant_references(self, listed) -> list[str]:
         return [f"{listed.key}@{v.name}" for v in listed.variants]
@@ -151,12 +154,20 @@ class ListedModel:
     model: Model
     loaded_instances: tuple[dict, ...]
     last_failure: dict | None
+    file_missing: bool | None = None
 
     def __getattr__(self, name):  # every other field is the model's own
         return getattr(self.model, name)
 
 
 _MODELS = ModelSchema(many=True)
+
+
+def model_entry(model: Model) -> dict:
+    """A model's listing entry with no instances: what an instance's row keeps of its model."""
+    entry = ModelSchema().dump(ListedModel(model, (), None))
+    del entry["loaded_instances"]
+    return entry
 
 
 def openai_models(rows: list[dict], with_downloaded: bool) -> list[dict]:
@@ -213,5 +224,12 @@ class ModelListing:
         for row in sorted(table, key=lambda r: (r.get("created", 0), r["id"])):
             if row.get("state") in LISTED_STATES:
                 by_model.setdefault(row["model_key"], []).append(row)
-        return _MODELS.dump([ListedModel(model, tuple(by_model.get(model.key, ())),
-                                         last_failure.get(model.key)) for model in models])
+        listed = _MODELS.dump([ListedModel(model, tuple(by_model.pop(model.key, ())),
+                                           last_failure.get(model.key)) for model in models])
+        # instances whose model file went away meanwhile: still loaded, still serving
+        for rows in by_model.values():
+            entry = rows[0].get("model_entry")
+            if entry:
+                instances = LoadedInstanceSchema(many=True).dump(rows)
+                listed.append({**entry, "loaded_instances": instances, "file_missing": True})
+        return listed

@@ -6,6 +6,7 @@ supervisor acts on the answer under its lock. Unit-tested without processes.
 
 from __future__ import annotations
 
+from workers.catalog import model_key
 from workers.records import State
 
 
@@ -17,6 +18,21 @@ def default_identifier(reference: str, taken: set[str]) -> str:
     while f"{reference}:{n}" in taken:
         n += 1
     return f"{reference}:{n}"
+
+
+def instances_of(rows: list[dict], reference: str) -> list[dict]:
+    """The rows of instances of the model `reference` names (``key``, ``publisher/key``,
+    either with ``@variant``), matched as the catalog matches names (case-insensitive, a
+    trailing ``-gguf`` ignored), with no catalog at hand."""
+    ref, _, variant = reference.strip().partition("@")
+    ref, variant = model_key(ref), variant.lower()
+    out = []
+    for row in rows:
+        publisher = str((row.get("model_entry") or {}).get("publisher", "")).lower()
+        if ref in (row["model_key"], f"{publisher}/{row['model_key']}") and (
+                not variant or row["variant"] == variant):
+            out.append(row)
+    return out
 
 
 def pick_reusable(rows: list[dict], model_key: str, variant: str) -> dict | None:

@@ -17,7 +17,7 @@ all go through `Registry._move`, the only code that assigns a state.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class State(str, enum.Enum):
@@ -60,6 +60,9 @@ class InstanceRecord:
     load_time: float | None = None
     last_used: float | None = None
     measured: dict | None = None  # its memory right after the load (memory.ProcessUse.to_json)
+    # the model's listing entry when it loaded (seed 004's fields): the listing still shows a
+    # loaded instance whose file was deleted meanwhile, and requests still reach it
+    model_entry: dict = field(default_factory=dict)
 
     def to_row(self) -> dict:
         return {
@@ -70,7 +73,7 @@ class InstanceRecord:
             "load_config": self.load_config, "ttl": self.ttl, "created": self.created,
             "last_used": self.last_used if self.last_used is not None else self.created,
             "load_time_seconds": self.load_time, "estimate": self.estimate,
-            "measured": self.measured, "jit": self.jit,
+            "measured": self.measured, "jit": self.jit, "model_entry": self.model_entry,
         }
 
 

@@ -4,6 +4,9 @@ The supervisor is its only writer (DESIGN invariant 1); HTTP workers read it for
 Writes take a `filelock` (two supervisors can overlap for a moment during a restart) and replace
 the file atomically — write a temporary file, fsync, rename, fsync the folder — so a reader or a
 crash mid-write sees the old table or the new one, never half of one. Readers take no lock.
+
+A write that fails (the state dir read-only or full) raises `TableWriteFailed` and leaves the
+previous table as it was; `write_file` is the seam through which tests inject such a fault.
 """
 
 from __future__ import annotations
@@ -22,10 +25,23 @@ class TableUnreadable(ValueError):
     """The table file exists but cannot be parsed; the supervisor rebuilds it."""
 
 
+class TableWriteFailed(OSError):
+    """The table could not be replaced; the previous one is intact."""
+
+
+def write_file(path: Path, body: bytes, durable: bool) -> None:
+    with open(path, "wb") as f:
+        f.write(body)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+
+
 class InstanceTable:
-    def __init__(self, state_dir: str | os.PathLike):
+    def __init__(self, state_dir: str | os.PathLike, write_file=write_file):
         self.path = Path(state_dir) / TABLE_FILE
         self.lock = FileLock(str(self.path) + ".lock", timeout=10)
+        self.write_file = write_file
 
     def _read(self) -> dict:
         try:
@@ -68,16 +84,19 @@ class InstanceTable:
         body = json.dumps({"version": VERSION, "instances": rows, "failures": list(failures)},
                           indent=1).encode()
         tmp = self.path.with_name(f"{TABLE_FILE}.{os.getpid()}.tmp")
-        with self.lock:
-            with open(tmp, "wb") as f:
-                f.write(body)
-                if durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            if durable:
-                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            with self.lock:
                 try:
-                    os.fsync(dir_fd)
+                    self.write_file(tmp, body, durable)
+                    os.replace(tmp, self.path)
                 finally:
-                    os.close(dir_fd)
+                    tmp.unlink(missing_ok=True)  # gone after the rename; a half file otherwise
+                if durable:
+                    dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
+        except OSError as exc:
+            raise TableWriteFailed(exc.errno, f"cannot write the instance table {self.path}: "
+                                              f"{exc.strerror or exc}") from exc

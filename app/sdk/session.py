@@ -13,6 +13,8 @@ proper error object, so neither official client hangs. A channel always ends wit
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import threading
 import uuid
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT = 10.0          # seconds for the first frame (LM Studio waits as long)
 REFUSE_WAIT = 2.0            # seconds for each frame of a socket over the limit
 MAX_IN_FLIGHT = 32           # RPCs and channels running at once on one socket
+SEND_TIMEOUT = 60            # seconds a frame may wait for a client that does not read
 TRY_AGAIN_LATER = 1013       # websocket close codes
 POLICY_VIOLATION = 1008
 
@@ -73,14 +76,24 @@ class Channel:
         self.session.send(framing.channel_send(self.id, message))
 
 
+def _limit_sends(ws, seconds: int) -> None:
+    """A send to a client that never reads fails after `seconds` (SO_SNDTIMEO) instead of
+    holding its thread forever; receives are untouched (an idle client is fine)."""
+    sock = getattr(ws, "sock", None)
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, 0))
+
+
 class Session:
     def __init__(self, ws, namespace: Namespace, registry):
         self.ws = ws
+        _limit_sends(ws, SEND_TIMEOUT)
         self.namespace = namespace
         self.registry = registry
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._channels: dict[int, Channel] = {}   # guarded by _lock
+        self._opened: set[int] = set()            # guarded by _lock: every channel id seen
         self._in_flight = 0                       # guarded by _lock
 
     # -- the socket --------------------------------------------------------------------------
@@ -92,8 +105,14 @@ class Session:
             try:
                 self.ws.send(text)
                 return True
-            except (ConnectionClosed, OSError):
+            except ConnectionClosed:
                 return False
+            except OSError:  # it stopped reading (SEND_TIMEOUT), or went: a frame was cut short
+                pass
+        log.warning("SDK client on /%s does not read its answers: closing its socket",
+                    self.namespace.name)
+        self.close(POLICY_VIOLATION, "the client does not read")
+        return False
 
     def close(self, code: int, reason: str) -> None:
         """Close the socket from any thread; the receive loop then ends."""
@@ -123,6 +142,15 @@ class Session:
             pass
         finally:
             self.registry.leave(self)
+            self._cancel_channels()  # the client left: what it started must not outlive it
+
+    def _cancel_channels(self) -> None:
+        """Cancel every open channel, as if the client had sent ``cancel``: a load it started
+        is unloaded once loaded, a prediction stops."""
+        with self._lock:
+            channels = list(self._channels.values())
+        for channel in channels:
+            channel.cancelled.set()
 
     def _authenticate(self, timeout: float) -> Client | None:
         try:
@@ -214,6 +242,7 @@ class Session:
         channel = Channel(self, channel_id)
         with self._lock:
             self._channels[channel_id] = channel
+            self._opened.add(channel_id)
 
         def serve():
             try:
@@ -268,10 +297,18 @@ class Session:
             raise SdkError(f"internal error (request id {request_id})") from None
 
     def _channel_message(self, frame: dict) -> None:
+        """A message for an open channel (``cancel``). One for a channel that has just ended
+        is a race the client cannot avoid: ignored; one for a channel never opened, or that is
+        not a message, is a client bug: answered with a warning."""
         with self._lock:
             channel = self._channels.get(frame["channelId"])
+            known = frame["channelId"] in self._opened
         message = frame.get("message")
-        if channel is not None and isinstance(message, dict) and message.get("type") == "cancel":
+        if not known or not isinstance(message, dict):
+            self.send(framing.communication_warning(
+                f"lmhost ignored a channelSend: {'no message object' if known else 'channel '}"
+                f"{'' if known else str(frame['channelId']) + ' was never opened'}"))
+        elif channel is not None and message.get("type") == "cancel":
             channel.cancelled.set()
         if isinstance(frame.get("ackId"), int):
             self.send({"type": "channelAck", "channelId": frame["channelId"],

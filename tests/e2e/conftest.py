@@ -61,15 +61,18 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(tmp_path, models_dir, *args, env=None) -> Server:
+def start_server(tmp_path, models_dir, *args, env=None, wrap=None) -> Server:
+    """`lmhost serve` on a free port; `wrap(argv, state_dir)` may run it inside another command
+    (a mount namespace, say)."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
     state_dir = tmp_path / f"state-{port}"
     with open(log, "wb") as out:
         models_flag = ["--models-dir", str(models_dir)] if models_dir is not None else []
+        argv = [LMHOST, "serve", "--port", str(port), *models_flag, "--state-dir", str(state_dir),
+                *args]
         proc = subprocess.Popen(
-            [LMHOST, "serve", "--port", str(port), *models_flag,
-             "--state-dir", str(state_dir), *args],
+            wrap(argv, state_dir) if wrap else argv,
             stdout=out, stderr=subprocess.STDOUT, env=env or clean_env(),
             start_new_session=True)  # its own process group: the test can see every child
     server = Server(proc, f"http://127.0.0.1:{port}", log, state_dir)
@@ -90,8 +93,8 @@ def start_server(tmp_path, models_dir, *args, env=None) -> Server:
 def serve(short_tmp):
     servers = []
 
-    def _start(models_dir, *args, env=None):
-        server = start_server(short_tmp, models_dir, *args, env=env)
+    def _start(models_dir, *args, env=None, wrap=None):
+        server = start_server(short_tmp, models_dir, *args, env=env, wrap=wrap)
         servers.append(server)
         return server
 

@@ -218,9 +218,9 @@ def test_killed_instance_ends_the_stream_with_an_error_then_jit_reloads(demo_mod
     with pytest.raises(openai.APIError):
         for _ in iterator:
             pass
-    assert time.monotonic() - killed < 2
+    assert time.monotonic() - killed < 10  # the stream ends with an error, it does not hang
     wait_for(lambda: "tiny-llama" not in rows(server) or rows(server)["tiny-llama"]["pid"] != pid,
-             timeout=2, what="the dead instance's row to go")
+             timeout=10, what="the dead instance's row to go")
     answer = client.completions.create(model="tiny-llama", prompt="x", max_tokens=3)
     assert answer.usage.completion_tokens == 3
     assert rows(server)["tiny-llama"]["pid"] != pid

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,9 @@ from tests.helpers import our_processes, wait_for
 from lmhost import synthetic
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
-MAX_EXAMPLES = 50
+# `make test` runs a quick, deterministic pass; `make soak` sets thousands of cases, random
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "50"))
+DETERMINISTIC = MAX_EXAMPLES <= 50
 # Warnings that mean the document and the service disagree; "missing_test_data" (404s) is
 # what a run without models is about, "validation_mismatch" (mostly 400s) what the rules
 # above make of a run with models.
@@ -59,9 +62,10 @@ def run_schemathesis(server, work_dir: Path, config: str) -> dict:
     result = subprocess.run(
         [SCHEMATHESIS, "--config-file", "schemathesis.toml", "run", server.url + "/openapi.json",
          "--checks", "all", "--phases", "examples,coverage,fuzzing", "--workers", "1",
-         "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic",
+         "--max-examples", str(MAX_EXAMPLES),
+         *(["--generation-deterministic"] if DETERMINISTIC else []),
          "--request-timeout", "20", "--no-color", "--report", "har", "--report-har-path", "answers.har"],
-        cwd=work_dir, capture_output=True, text=True, timeout=300)
+        cwd=work_dir, capture_output=True, text=True, timeout=300 * max(1, MAX_EXAMPLES // 50))
     assert result.returncode == 0, result.stdout[-30000:] + result.stderr[-5000:]
     entries = json.loads((work_dir / "answers.har").read_text())["log"]["entries"]
     return collections.Counter((urlsplit(e["request"]["url"]).path, e["response"]["status"])
@@ -74,10 +78,11 @@ def stop_cleanly(server) -> None:
              what="every instance the run loaded to be gone")
 
 
-def test_nothing_to_find_no_check_fails(serve, short_tmp):
+def test_nothing_to_find_no_check_fails(serve, short_tmp, summary):
     (short_tmp / "models").mkdir()
     server = serve(short_tmp / "models")
     answers = run_schemathesis(server, short_tmp / "schemathesis", NO_MODELS_CONFIG)
+    summary(f"schemathesis, no models: {sum(answers.values())} requests, every check held")
     assert answers[("/v1/chat/completions", 400)] and answers[("/v1/chat/completions", 404)]
     stop_cleanly(server)
 
@@ -93,12 +98,15 @@ def example_models(short_tmp):
     return models
 
 
-def test_real_instances_no_check_fails(serve, example_models, short_tmp):
+def test_real_instances_no_check_fails(serve, example_models, short_tmp, summary):
     # JIT loads get a 128-token context, so a request without max_tokens ends soon; one
     # llama.cpp thread each, which the tiny models run fastest with on a busy machine
     server = serve(example_models, env=clean_env(LMHOST_CONTEXT_LENGTH="128",
                                                  LMHOST_INSTANCE_THREADS="1"))
     answers = run_schemathesis(server, short_tmp / "schemathesis", EXAMPLE_MODELS_CONFIG)
+    summary(f"schemathesis, real instances: {sum(answers.values())} requests "
+            f"({sum(n for (_, status), n in answers.items() if status == 200)} served), every "
+            "check held")
     for path in ("/api/v1/models/load", "/api/v1/models/unload", "/v1/chat/completions",
                  "/v1/completions", "/v1/embeddings"):
         assert answers[(path, 200)], f"no request to {path} was served: {answers}"

@@ -89,3 +89,24 @@ def test_auto_evict_never_picks_a_busy_instance(live):
     assert embed.status_code == 200
     assert sorted(r["id"] for r in live.table()) == ["tiny-embed", "tiny-llama"]  # busy: kept
     response.close()
+
+
+def test_a_loaded_model_serves_from_the_table_when_its_file_is_gone(live):
+    """The hot path names a loaded model without a scan of the models dir: the instance serves
+    even when its file, or the whole models dir, is gone, and the listing says so."""
+    assert live.load(model="tiny-llama").status_code == 200
+    models_dir = live.settings.models_dir
+    models_dir.rename(models_dir.with_name("away"))
+    try:
+        assert complete(live.client).status_code == 200
+        listed = live.client.get("/api/v1/models").get_json()["models"]
+        assert [(m["key"], m["file_missing"], [i["id"] for i in m["loaded_instances"]])
+                for m in listed] == [("tiny-llama", True, ["tiny-llama"])]
+        assert listed[0]["display_name"] == "Tiny Llama" and listed[0]["format"] == "gguf"
+        assert complete(live.client, model="lmhost/tiny-llama@f16").status_code == 200
+        missing = complete(live.client, model="tiny-moe")  # not loaded: JIT needs the file
+        assert missing.status_code == 404
+        assert live.unload("tiny-llama").status_code == 200
+        assert live.client.get("/api/v1/models").get_json()["models"] == []
+    finally:
+        models_dir.with_name("away").rename(models_dir)

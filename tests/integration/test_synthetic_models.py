@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -116,15 +115,12 @@ TINY_WRITERS = {
 
 
 @pytest.mark.parametrize("which", sorted(TINY_WRITERS))
-def test_tiny_file_is_small_fast_and_counts_params(tmp_path, which):
+def test_tiny_file_is_small_and_counts_params(tmp_path, which):
     path = tmp_path / f"{which}.gguf"
-    t0 = time.perf_counter()
     model = TINY_WRITERS[which](path)
-    elapsed = time.perf_counter() - t0
     assert isinstance(model, SyntheticModel)
     assert model.path == path and path.is_file()
     assert path.stat().st_size < 3 * MB
-    assert elapsed < 1.0
 
     reader, kv = read_gguf(path)
     assert model.n_params == sum(int(t.n_elements) for t in reader.tensors)
@@ -288,15 +284,9 @@ def test_write_demo_models_layout(tmp_path):
 
 
 def test_vocab_heavy_llama(tmp_path):
-    t0 = time.perf_counter()
     model = write_vocab_heavy_llama(tmp_path / "vh.gguf", seed=1)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    write_vocab_heavy_llama(tmp_path / "vh2.gguf", seed=2)
-    second = time.perf_counter() - t0
     assert model.vocab_size == 32000
     assert model.path.stat().st_size < 3 * MB
-    assert first < 1.0 and second < 0.5
     with loaded(model.path) as llm:
         assert llm.n_vocab() == 32000
         assert int(llm.metadata["llama.vocab_size"]) == 32000

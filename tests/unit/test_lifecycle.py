@@ -5,6 +5,7 @@ No llama.cpp, no real process; waits are on conditions the fakes fulfil."""
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import signal
@@ -17,10 +18,10 @@ import pytest
 from config import load_settings
 from tests.helpers import wait_for, write_gguf
 from workers.engine_probe import Verdict
-from workers.errors import IdentifierConflict, ModelLoadFailed
+from workers.errors import IdentifierConflict, ModelLoadFailed, Unavailable
 from workers.records import State
 from workers.supervisor import Supervisor
-from workers.table import InstanceTable
+from workers.table import InstanceTable, write_file
 
 ENGINE = Verdict(usable=True, extra_bufts=False, conclusive=True, reason="test")
 
@@ -281,3 +282,36 @@ def test_shutdown_unloads_everything_and_dismisses_spares(sup):
     sup.stop()
     assert states(sup) == {} and extra.code == 0 and process.code == 0
     assert Path(sup.state_dir.log(extra.handle)).exists() is False
+
+
+def test_a_table_that_cannot_be_written_refuses_loads_and_loses_nothing(sup):
+    with ThreadPoolExecutor(1) as pool:
+        future, process = start_load(sup, pool, identifier="a")
+        process.emit(event="loaded", socket="/nowhere", load_time_seconds=0.1)
+        future.result(timeout=5)
+    table = sup.registry.table
+    before = table.path.read_bytes()
+
+    def disk_full(path, body, durable):
+        with open(path, "wb") as f:
+            f.write(body[:10])  # a partial file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    table.write_file = disk_full
+    with pytest.raises(Unavailable, match="No space left on device"):
+        sup.load({"model": "m", "identifier": "b"}, lambda event: None)
+    assert table.path.read_bytes() == before  # the previous table, intact
+    assert sorted(p.name for p in table.path.parent.glob("instances.json*")) == [
+        "instances.json", "instances.json.lock"]  # no half-written file left behind
+    assert len(sup.launcher.spawned) == 1  # nothing was started for the refused load
+
+    assert sup.unload("a") == {"instance_id": "a"}  # the supervisor goes on, in memory
+    assert table.path.read_bytes() == before
+
+    table.write_file = write_file  # the disk has room again
+    sup.registry.flush()
+    assert states(sup) == {}
+    with ThreadPoolExecutor(1) as pool:
+        future, process = start_load(sup, pool, identifier="b")
+        process.emit(event="loaded", socket="/nowhere", load_time_seconds=0.1)
+        assert future.result(timeout=5)["instance_id"] == "b"

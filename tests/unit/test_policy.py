@@ -46,3 +46,13 @@ def test_idle_and_least_busy_order():
                 ("old", {"busy": False, "queued": 0, "last_used": 2.0}),
                 ("queued", {"busy": True, "queued": 3, "last_used": 0.0})]
     assert policy.pick_least_busy(statuses) == ["old", "recent", "busy", "queued"]
+
+
+def test_instances_of_matches_references_as_the_catalog_does():
+    rows = [{"id": "a", "model_key": "tiny", "variant": "q8_0", "model_entry": {"publisher": "Pub"}},
+            {"id": "b", "model_key": "tiny", "variant": "f16", "model_entry": {"publisher": "Pub"}},
+            {"id": "c", "model_key": "other", "variant": "f16", "model_entry": {}}]
+    ids = lambda ref: [r["id"] for r in policy.instances_of(rows, ref)]  # noqa: E731
+    assert ids("tiny") == ["a", "b"] and ids("TINY-GGUF") == ["a", "b"]
+    assert ids("pub/tiny") == ["a", "b"] and ids("tiny@F16") == ["b"]
+    assert ids("tiny@q4_0") == [] and ids("nope") == [] and ids("x/tiny") == []

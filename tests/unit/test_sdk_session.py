@@ -195,3 +195,32 @@ def test_nothing_is_served_before_authentication():
     ws, done = run_session({"type": "rpcCall", "endpoint": "echo", "callId": 1})
     done.join(5)
     assert ws.sent[0]["success"] is False and len(ws.sent) == 1
+
+
+class NeverReadWs(FakeWs):
+    """A client that stopped reading: once authenticated, every send times out (SO_SNDTIMEO)."""
+
+    def send(self, text):
+        if self.sent:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        super().send(text)
+
+
+def test_a_client_that_does_not_read_is_closed_not_waited_for():
+    ws = NeverReadWs()
+    ws.feed(AUTH, {"type": "keepAlive"})
+    done = threading.Thread(target=Session(ws, NAMESPACE, SocketRegistry(10)).run)
+    done.start()
+    done.join(5)
+    assert not done.is_alive() and ws.sent == [{"success": True}]
+    assert ws.closed == (session_module.POLICY_VIOLATION, "the client does not read")
+
+
+def test_a_socket_that_drops_cancels_its_channels():
+    ws, done = run_session(AUTH, {"type": "channelCreate", "endpoint": "block", "channelId": 1,
+                                  "creationParameter": {}})
+    frames_of(ws, 2)  # {"success": true}, then "started"
+    ws.feed(None)  # the client is gone
+    done.join(5)
+    wait_for(lambda: any(f.get("message", {}).get("type") == "saw cancel" for f in ws.sent),
+             timeout=5, what="the channel to see its cancel")

@@ -149,7 +149,8 @@ def _adopt(registry: Registry, watch: DeathWatch, socket_path: str | None, pid: 
         state=State.LOADED, progress=1.0,
         pid=info["pid"], started=started, socket=info["socket"],
         load_time=info.get("load_time_seconds"), last_used=info["created"],
-        jit=bool(info.get("jit")), process=AdoptedProcess(info["handle"], info["pid"], started))
+        jit=bool(info.get("jit")), model_entry=info.get("model_entry") or {},
+        process=AdoptedProcess(info["handle"], info["pid"], started))
     if registry.adopt(instance):
         watch.watch(instance)
         log.info("adopted instance %r (pid %s)", instance.id, instance.pid)

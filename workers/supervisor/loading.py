@@ -17,10 +17,11 @@ from typing import Callable
 
 from config import Settings
 from workers import admission, estimate, policy
-from workers.catalog import Catalog
+from workers.catalog import Catalog, Model
 from workers.crashes import failure_reason
 from workers.engine_probe import Verdict
 from workers.errors import IdentifierConflict, InsufficientMemory, ModelLoadFailed
+from workers.listing import model_entry
 from workers.loadconfig import LoadPlan, plan_load
 from workers.memory import Memory, Reading
 from workers.records import State
@@ -129,25 +130,26 @@ class Loader:
         `emit(event)` receives progress events; it may fail (the caller went away): the load
         goes on regardless and the instance stays loaded."""
         reference = request["model"]
-        plan = self._plan(request)
+        model, plan = self._plan(request)
         if request.get("jit") and self.settings.auto_evict:
             with self.registry.lock:
                 reusable = self._reusable(request, plan) is not None
             if not reusable:  # before admission: the memory it frees counts
                 self.evict_for(reference)
-        instance, reused = self._admit(request, reference, plan)
+        instance, reused = self._admit(request, reference, plan, model_entry(model))
         if not reused:
             self._start(instance, plan)
         return self._await_loaded(instance, emit, reused, bool(request.get("echo_load_config")))
 
-    def _plan(self, request: dict) -> LoadPlan:
+    def _plan(self, request: dict) -> tuple[Model, LoadPlan]:
         model, variant = self.catalog.resolve(request["model"])
-        return plan_load(request, model, variant,
-                         default_context_length=self.settings.context_length,
-                         n_threads=self.settings.threads_per_instance,
-                         gpus=self.memory.gpu_count())
+        return model, plan_load(request, model, variant,
+                                default_context_length=self.settings.context_length,
+                                n_threads=self.settings.threads_per_instance,
+                                gpus=self.memory.gpu_count())
 
-    def _admit(self, request: dict, reference: str, plan: LoadPlan) -> tuple[Instance, bool]:
+    def _admit(self, request: dict, reference: str, plan: LoadPlan,
+               entry: dict) -> tuple[Instance, bool]:
         """The instance to wait for: one to reuse, or a new row once the load is admitted.
         Raises `InsufficientMemory` (503) when it does not fit and the guardrail says so."""
         need = estimate.need(plan.estimate.to_json())
@@ -169,6 +171,7 @@ class Loader:
                         log.warning("LMHOST_GUARDRAIL=off: loading %r although %s", plan.model_key,
                                     "; ".join(s.describe() for s in decision.short))
                     instance = self._new_instance(request, reference, plan)
+                    instance.model_entry = entry
                     self.registry.add(instance)
                     return instance, False
                 if decision.action == "refuse":
@@ -185,7 +188,7 @@ class Loader:
 
     def estimate(self, request: dict) -> dict:
         """What a load would take and whether it would fit now; nothing is loaded."""
-        plan = self._plan(request)
+        _, plan = self._plan(request)
         reading = self.memory.read()
         limits = admission.limits(reading.mode, self.settings.memory_limit)
         pools = reading.pools()
@@ -253,6 +256,7 @@ class Loader:
             "load_config": instance.load_config, "ttl": instance.ttl,
             "created": instance.created, "estimate": instance.estimate,
             "llama_kwargs": plan.llama_kwargs, "jit": instance.jit,
+            "model_entry": instance.model_entry,
             "extra_bufts": self.engine.extra_bufts})
         follower.start()
 

@@ -5,6 +5,11 @@ Every transition of the diagram in `workers.records` is a method here (`loaded`,
 table and wakes everyone waiting on `changed`. Rows appear with `add` (a load begins) or
 `adopt` (found alive at start).
 
+The registry, not the file, is the truth while the supervisor runs. A table write that fails
+(the state dir read-only or full) leaves the previous file intact; the registry goes on, `flush`
+(called by the main loop) retries, and new loads are refused with 503 `unavailable` until a
+write succeeds again: a load must not start that the table cannot record.
+
 Lock order: `Registry.lock` before `InstanceTable.lock` (a file lock). Nothing slow happens
 under `Registry.lock`: no RPC to an instance, no process wait, no socket write.
 """
@@ -17,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from workers.errors import LmhostError, to_wire
+from workers.errors import LmhostError, Unavailable, to_wire
 from workers.records import TRANSITIONS, InstanceRecord, State, failure_row
-from workers.table import InstanceTable
+from workers.table import InstanceTable, TableWriteFailed
 from workers.supervisor.processes import InstanceProcess
 
 log = logging.getLogger("workers.supervisor")
@@ -47,6 +52,7 @@ class Registry:
         self.failures: list[dict] = []            # guarded by lock; newest last
         self.on_load_over: Callable[[], None] = lambda: None  # called under lock
         self.on_gone: Callable[[int | None], None] = lambda pid: None  # a process gone; under lock
+        self.unwritable: str | None = None        # guarded by lock; why the last write failed
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -77,9 +83,13 @@ class Registry:
 
     def add(self, instance: Instance) -> None:
         """A load begins: the row appears as LOADING (its identifier is taken from now on).
-        Caller holds the lock and has checked the identifier is free."""
+        Caller holds the lock and has checked the identifier is free. Raises `Unavailable`
+        when the table cannot be written."""
         self.instances[instance.id] = instance
-        self.write()
+        if not self.write():
+            del self.instances[instance.id]
+            raise Unavailable(f"{self.unwritable}; loads are refused until the state dir can be "
+                              "written again")
 
     def adopt(self, instance: Instance) -> bool:
         """An instance found alive at start, LOADED. False if its id is taken already."""
@@ -156,6 +166,23 @@ class Registry:
                 self.write(durable=False)
             self.changed.notify_all()
 
-    def write(self, durable: bool = True) -> None:
-        # caller holds self.lock (lock order: registry lock, then the table's file lock)
-        self.table.write([i.to_row() for i in self.instances.values()], durable, self.failures)
+    def write(self, durable: bool = True) -> bool:
+        """Replace the table with what the registry holds; False when that failed (logged once
+        per outage). Caller holds self.lock (lock order: registry lock, then the file lock)."""
+        try:
+            self.table.write([i.to_row() for i in self.instances.values()], durable, self.failures)
+        except TableWriteFailed as exc:
+            if self.unwritable is None:
+                log.error("%s: new loads are refused until it can be written again", exc)
+            self.unwritable = str(exc)
+            return False
+        if self.unwritable is not None:
+            log.info("the instance table can be written again")
+            self.unwritable = None
+        return True
+
+    def flush(self) -> None:
+        """Write the table again if the last write failed (the main loop calls this)."""
+        with self.lock:
+            if self.unwritable is not None:
+                self.write()
