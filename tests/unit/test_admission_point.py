@@ -125,21 +125,25 @@ def test_evict_takes_the_idle_one_and_never_the_busy_one(tmp_path, pool):
     one = make_supervisor(tmp_path / "probe", None).estimate({"model": "m"})["estimate"]["total_bytes"]
     sup = make_supervisor(tmp_path, None, guardrail="evict", evict_explicit=True,
                           memory_limit=int(2.5 * one))  # room for two, not three
+    serving = {"busy": True, "queued": 2, "last_used": 50.0, "now": 60.0}
     try:
         busy = loaded(sup, pool, identifier="busy")
-        busy.answers["evict"] = {"evicted": False}  # serving a request: it refuses
-        sup.registry.wall_clock.now += 10
+        busy.answers["evict"] = {"evicted": False}  # serving a request: it would refuse
+        busy.answers["status"] = serving
         idle = loaded(sup, pool, identifier="idle")
-        # "busy" is the least recently used, so it is asked first; it refuses; "idle" goes
+        idle.answers["status"] = {"busy": False, "queued": 0, "last_used": 10.0, "now": 60.0}
+        # loaded first, but serving now: "idle" (unused for 50 s) is the least recently used
         third = loaded(sup, pool, identifier="third")
-        assert busy.asked == [{"op": "evict"}] and idle.asked == [{"op": "evict"}]
+        assert [r["op"] for r in busy.asked] == ["status"]
+        assert [r["op"] for r in idle.asked] == ["status", "evict"]
         assert states(sup) == {"busy": "loaded", "third": "loaded"}
         assert third.spec["instance_id"] == "third"
-        # nothing idle left to evict: refused, and the busy ones stay
-        third.answers["evict"] = {"evicted": False}
+        # nothing idle left: each is asked, refuses, and the load is refused; both stay
+        third.answers.update(evict={"evicted": False}, status=serving)
         with pytest.raises(InsufficientMemory, match="no idle instance can make room"):
             sup.load({"model": "m", "identifier": "fourth"}, lambda event: None)
         assert set(states(sup)) == {"busy", "third"}
+        assert [r["op"] for r in busy.asked] == ["status", "status", "evict"]
     finally:
         sup.stopping.set()
 

@@ -51,8 +51,8 @@ class Supervisor:
         self.registry.on_gone = self.memory.gone
         self.retirer = Retirer(settings, self.registry, self.stopping, self.memory)
         self.loader = Loader(settings, engine, Catalog(settings.models_dir, settings.state_dir),
-                             self.registry, self.spares, self.deaths.watch, self.retirer.evict_for,
-                             self.memory, self.retirer.evict)
+                             self.registry, self.spares, self.deaths.watch, self.retirer,
+                             self.memory)
         self.control: ControlServer | None = None
 
     def start(self) -> None:

@@ -28,6 +28,7 @@ from workers.records import State
 from workers.statedir import StateDir
 from workers.supervisor.processes import InstanceProcess, Launcher, graceful_then_kill
 from workers.supervisor.registry import Instance, Registry
+from workers.supervisor.retiring import Retirer
 
 log = logging.getLogger("workers.supervisor")
 
@@ -111,9 +112,8 @@ class SparePool:
 
 class Loader:
     def __init__(self, settings: Settings, engine: Verdict, catalog: Catalog, registry: Registry,
-                 spares: SparePool, watch: Callable[[Instance], None],
-                 evict_for: Callable[[str], None], memory: Memory,
-                 evict: Callable[[Instance, str], bool]):
+                 spares: SparePool, watch: Callable[[Instance], None], retirer: Retirer,
+                 memory: Memory):
         self.settings = settings
         self.state_dir = spares.state_dir
         self.engine = engine          # the engine probe's verdict: extra buffer types on or off
@@ -121,9 +121,8 @@ class Loader:
         self.registry = registry
         self.spares = spares
         self.watch = watch            # the death watch follows every process we start
-        self.evict_for = evict_for    # auto-evict before a JIT load
+        self.retirer = retirer        # auto-evict before a JIT load, evictions to make room
         self.memory = memory
-        self.evict = evict            # make room: ask an instance to go if idle, retire it
 
     def load(self, request: dict, emit: Callable[[dict], None]) -> dict:
         """Load (or, with reuse_existing, get-or-load) and return seed 000's response.
@@ -135,7 +134,7 @@ class Loader:
             with self.registry.lock:
                 reusable = self._reusable(request, plan) is not None
             if not reusable:  # before admission: the memory it frees counts
-                self.evict_for(reference)
+                self.retirer.evict_for(reference)
         instance, reused = self._admit(request, reference, plan, model_entry(model))
         if not reused:
             self._start(instance, plan)
@@ -154,6 +153,7 @@ class Loader:
         Raises `InsufficientMemory` (503) when it does not fit and the guardrail says so."""
         need = estimate.need(plan.estimate.to_json())
         refused: set[str] = set()  # instances that would not go this time: serving
+        refreshed = False          # eviction candidates asked when they were last used
         for _ in range(MAX_ADMISSION_ROUNDS):
             self.memory.settle()  # an unload's memory shows in the reading first (bounded)
             reading = self.memory.read()
@@ -179,8 +179,14 @@ class Loader:
                         plan.model_key, decision, self.settings.guardrail,
                         self.settings.memory_limit), param="model")
                 victims = [self.registry.instances[i] for i in decision.victims]
+                candidates = [i for i in self.registry.instances.values()
+                              if i.state is State.LOADED]
+            if not refreshed:  # then decide again, least recently used first for real
+                self.retirer.refresh_last_used(candidates)
+                refreshed = True
+                continue
             for victim in victims:  # least recently used first; stop at one that will not go
-                if not self.evict(victim, f"evict: making room for {plan.model_key!r}"):
+                if not self.retirer.evict(victim, f"evict: making room for {plan.model_key!r}"):
                     refused.add(victim.id)
                     break
         raise InsufficientMemory(f"not enough memory to load {plan.model_key!r}: instances kept "

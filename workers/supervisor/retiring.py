@@ -95,16 +95,15 @@ class Retirer:
 
     def check_ttls(self) -> list[threading.Thread]:
         """Ask every loaded instance with a TTL whether it has been idle that long; retire
-        those that agree (each in a thread, returned). Also keeps every loaded instance's
-        `last_used` fresh (asking those without a TTL with ttl 0, which never expires): the
-        evict guardrail unloads the least recently used first."""
+        those that agree (each in a thread, returned). Also keeps `last_used` fresh."""
         with self.registry.lock:
-            candidates = [i for i in self.registry.instances.values() if i.state is State.LOADED]
+            candidates = [i for i in self.registry.instances.values()
+                          if i.state is State.LOADED and i.ttl]
         retiring = []
         for instance in candidates:
             try:
-                answer = instance.process.ask(
-                    instance.socket, {"op": "expire", "ttl": instance.ttl or 0}, timeout=2.0)
+                answer = instance.process.ask(instance.socket, {"op": "expire", "ttl": instance.ttl},
+                                              timeout=2.0)
             except RPC_ERRORS:
                 continue
             if answer.get("last_used_ago") is not None:
@@ -124,6 +123,17 @@ class Retirer:
                        for r in policy.jit_evictions(self.registry.rows())]
         for instance in victims:
             self.evict(instance, f"auto-evict: idle JIT instance, making room for {reference!r}")
+
+    def refresh_last_used(self, instances: list[Instance]) -> None:
+        """Ask each instance when it was last used (its own answer: nothing else sees its
+        requests), so that eviction takes the least recently used first."""
+        for instance in instances:
+            try:
+                status = instance.process.ask(instance.socket, {"op": "status"}, timeout=2.0)
+            except RPC_ERRORS:
+                continue
+            idle_for = status["now"] - status["last_used"] if policy.idle(status) else 0.0
+            instance.last_used = self.registry.wall_clock() - idle_for
 
     def evict(self, instance: Instance, why: str) -> bool:
         """Unload `instance` if it is idle — it decides, atomically — and wait until it has
