@@ -1,10 +1,10 @@
 """Retiring: one path for every way a loaded instance leaves on purpose — an unload, a TTL
 expiry, an eviction (JIT auto-evict, or making room for a load), the service's shutdown.
 `retire` moves it to UNLOADING, asks it to stop (or it has decided so itself), gives it its
-grace, then kills it; the death watch reaps it (GONE); the next admission waits for the memory
-it used to show free (`Memory.gone`, with the baseline `Memory.before_stop` noted). Whether an instance is idle, for TTL and eviction,
-the instance decides itself, atomically (ops ``expire`` and ``evict``), so a request in
-flight is never cut.
+grace, then kills it; the death watch reaps it (GONE), and the next admission waits for its
+memory to show free (`Memory.gone`, against the baseline `Memory.before_stop` noted). Whether
+an instance is idle, for TTL and eviction, the instance decides itself, atomically (ops
+``expire`` and ``evict``), so a request in flight is never cut.
 """
 
 from __future__ import annotations
@@ -55,12 +55,11 @@ class Retirer:
                 if instance.process is None:  # not started yet: the loader will drop it
                     self.registry.gone(instance)
                     return {"instance_id": instance_id}
+        self.memory.before_stop(instance.pid)
         if loading:
-            self.memory.before_stop(instance.pid)
             instance.process.signal(signal.SIGKILL)
             self.registry.wait_gone(instance, KILL_WAIT)
         else:
-            self.memory.before_stop(instance.pid)
             self.retire(instance, "unloaded on request", ask=self._shutdown_op(instance))
         return {"instance_id": instance_id}
 
