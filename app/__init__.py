@@ -7,9 +7,10 @@ from typing import Mapping
 
 from flask import Flask
 
-from app import health, models, openai, resources, sdk
+from app import auth, chat, health, models, openai, requestlog, resources, sdk
 from app.api import OPENAPI_VERSION, Api
 from app.extensions import Engine
+from app.metrics import EngineCollector, Metrics
 from config import Settings, load_settings
 
 
@@ -31,11 +32,16 @@ def create_app(config: Settings | Mapping | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # keep seed 004's field order
-    app.extensions["lmhost"] = Engine.build(settings)
+    eng = app.extensions["lmhost"] = Engine.build(settings)
+    metrics = app.extensions["lmhost_metrics"] = Metrics(EngineCollector(settings,
+                                                                         eng.listing.table))
+    requestlog.init_app(app, metrics, settings.forwarded_proxies)  # first: its hook labels the route
+    auth.init_app(app, settings)
     api = Api(app)
     api.register_blueprint(health.blp)
     api.register_blueprint(models.blp)
     api.register_blueprint(openai.blp)
     api.register_blueprint(resources.blp)
+    api.register_blueprint(chat.blp)
     sdk.init_app(app, api)
     return app

@@ -18,6 +18,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
 from app import errors, sse
+from app.auth import AuthDocs
 from app.fields import Alternatives
 from app.jsonbody import loads_lenient
 from workers.errors import LmhostError
@@ -91,7 +92,9 @@ class Api(flask_smorest.Api):
     DEFAULT_ERROR_RESPONSE_NAME = None  # no catch-all: each route documents its statuses
 
     def __init__(self, app=None, **kwargs):
-        kwargs.setdefault("spec_kwargs", {}).setdefault("marshmallow_plugin", _MarshmallowPlugin())
+        spec_kwargs = kwargs.setdefault("spec_kwargs", {})
+        spec_kwargs.setdefault("marshmallow_plugin", _MarshmallowPlugin())
+        spec_kwargs.setdefault("extra_plugins", [AuthDocs()])  # security, from app.auth's table
         super().__init__(app, **kwargs)
 
     def _register_pagination_header(self):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from flask import jsonify
+from flask import has_request_context, jsonify, request
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
@@ -81,7 +81,8 @@ def first_problem(messages, path=()):
 def handle_http_exception(error: HTTPException):
     status = error.code or 500
     if status >= 500 and status not in _TYPE_BY_STATUS:
-        request_id = uuid.uuid4().hex[:12]
+        request_id = (has_request_context() and request.environ.get("lmhost.request_id")
+                      or uuid.uuid4().hex[:12])  # the request log's id (app.requestlog)
         cause = getattr(error, "original_exception", None) or error
         log.error("internal error, request id %s", request_id, exc_info=cause)
         return error_response("internal_error",

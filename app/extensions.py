@@ -12,6 +12,8 @@ from workers.catalog import Catalog
 from workers.client import SupervisorClient
 from workers.inference import Inference
 from workers.listing import ModelListing
+from workers.native_chat import NativeChat
+from workers.responses import ResponseStore
 from workers.table import InstanceTable
 
 
@@ -21,6 +23,7 @@ class Engine:
     listing: ModelListing
     supervisor: SupervisorClient
     inference: Inference
+    chat: NativeChat
     listing_body: JsonMemo = field(default_factory=JsonMemo)
 
     @classmethod
@@ -28,9 +31,10 @@ class Engine:
         catalog = Catalog(settings.models_dir, settings.state_dir)
         table = InstanceTable(settings.state_dir)
         supervisor = SupervisorClient(settings)
+        inference = Inference(settings, catalog, table, supervisor)
         return cls(settings=settings, listing=ModelListing(catalog, table),
-                   supervisor=supervisor,
-                   inference=Inference(settings, catalog, table, supervisor))
+                   supervisor=supervisor, inference=inference,
+                   chat=NativeChat(inference, ResponseStore(settings.state_dir)))
 
 
 def engine_of(app) -> Engine:

@@ -26,14 +26,27 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
 | sdk_max_sockets | LMHOST_SDK_MAX_SOCKETS | 256          | LM Studio SDK websockets per HTTP worker (each holds a thread) |
 | sdk_discovery | LMHOST_SDK_DISCOVERY | 1                | also listen on the first free SDK discovery port (127.0.0.1) |
+| api_tokens   | LMHOST_API_TOKENS   | (none)             | comma-separated `token` or `token:scope` (admin, inference) |
+| api_tokens_file | LMHOST_API_TOKENS_FILE | (none)         | one `token[:scope]` a line, `#` comments; reread on HUP |
+| allow_unauthenticated | LMHOST_ALLOW_UNAUTHENTICATED | 0 | serve a non-loopback host without tokens |
+| sdk_trust_loopback | LMHOST_SDK_TRUST_LOOPBACK | 0       | SDK sockets from loopback need no token (admin) |
+| forwarded_proxies | LMHOST_FORWARDED_PROXIES | 0         | proxies in front whose X-Forwarded-* to honour |
+| log_format   | LMHOST_LOG_FORMAT   | text               | text or json (one object a line)         |
+| graceful_timeout | LMHOST_GRACEFUL_TIMEOUT | 60         | seconds a stopping or reloading HTTP worker lets requests in flight finish |
 | url          | LMHOST_URL          | http://127.0.0.1:1234 | client side: the server the CLI talks to; `serve` ignores it |
+| api_token    | LMHOST_API_TOKEN    | (none)             | client side: the token the CLI sends     |
 | memory_limit | LMHOST_MEMORY_LIMIT | 0 (none)           | bytes (or 512M, 8G, ...) lmhost's instances may use: VRAM on a GPU host, RAM without one |
 | guardrail    | LMHOST_GUARDRAIL    | strict             | a load that does not fit: strict (503), evict (idle instances, LRU first), off (load anyway) |
 | evict_explicit | LMHOST_EVICT_EXPLICIT | 0              | with guardrail evict, explicitly loaded instances may be evicted too |
 
-`url` is the one client-side setting: the CLI reads it alone with `client_url()`, so a client
-command never fails on a server setting, and `lmhost serve` accepts it in the environment of a
-user who exported it for the CLI.
+`url` and `api_token` are the client-side settings: the CLI reads them alone with `client_url()`
+and `client_token()`, so a client command never fails on a server setting, and `lmhost serve`
+accepts them in the environment of a user who exported them for the CLI.
+
+API tokens: an entry is a token, or a token and a trailing ``:admin`` or ``:inference`` (any
+other colon belongs to the token, so LM Studio's ``sk-lm-<id>:<secret>`` is one token); the
+scope defaults to admin. `read_tokens` reads both sources; no message ever quotes a token.
+Without tokens, `check_exposure` refuses to serve a non-loopback host unless told to.
 
 HTTP workers run `threads + sdk_max_sockets` threads: an SDK websocket holds a thread for its
 whole life, so the SDK gets its own share and plain HTTP always keeps `threads` of them.
@@ -42,8 +55,9 @@ whole life, so the SDK gets its own share and plain HTTP always keeps `threads` 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -52,6 +66,9 @@ PREFIX = "LMHOST_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 GUARDRAILS = ("strict", "evict", "off")
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+LOG_FORMATS = ("text", "json")
+ADMIN, INFERENCE = "admin", "inference"
+SCOPES = (ADMIN, INFERENCE)  # admin may do all that inference may, and load and unload
 
 
 class ConfigError(ValueError):
@@ -82,6 +99,15 @@ class Settings:
     memory_limit: int = 0  # bytes; 0: no limit beyond what the host has
     guardrail: str = "strict"
     evict_explicit: bool = False
+    # secrets stay out of repr(): a Settings in a log line or a traceback shows no token
+    api_tokens: str = field(default="", repr=False)
+    api_tokens_file: Path | None = None
+    allow_unauthenticated: bool = False
+    sdk_trust_loopback: bool = False
+    forwarded_proxies: int = 0
+    log_format: str = "text"
+    graceful_timeout: int = 60
+    api_token: str = field(default="", repr=False)  # client side (the CLI)
 
     @property
     def threads_per_instance(self) -> int:
@@ -91,6 +117,12 @@ class Settings:
     def worker_threads(self) -> int:
         """gthread threads per HTTP worker: plain HTTP's share plus one per SDK websocket."""
         return self.threads + self.sdk_max_sockets
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Tokens are configured (a tokens file counts even while it holds none: nobody is
+        let in then, rather than everybody)."""
+        return bool(self.api_tokens) or self.api_tokens_file is not None
 
     @property
     def bind(self) -> str:
@@ -170,13 +202,57 @@ def _byte_size(raw) -> int:
     return int(value * _SIZE_UNITS[unit])
 
 
-def _one_of(choices: tuple[str, ...]):
+def _optional_file(raw) -> Path | None:
+    if raw is None or not str(raw).strip():
+        return None
+    return Path(os.path.expanduser(str(raw).strip())).absolute()
+
+
+def _one_of(*choices: str):
     def parse(raw: str) -> str:
         value = str(raw).strip().lower()
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
         return value
     return parse
+
+
+def parse_tokens(entries) -> dict[str, str]:
+    """``token -> scope`` from `entries`, (where, text) pairs: ``where`` names the entry in a
+    message ("entry 2", "line 7"), since its text holds a secret and is never quoted."""
+    tokens: dict[str, str] = {}
+    for where, entry in entries:
+        token, scope = entry.strip(), ADMIN
+        head, colon, tail = token.rpartition(":")
+        if colon and tail in SCOPES:
+            token, scope = head, tail
+        if not token:
+            raise ValueError(f"{where} has no token")
+        if any(c.isspace() or c == "," or not c.isprintable() for c in token):
+            raise ValueError(f"{where}: a token is printable characters without spaces or "
+                             "commas")
+        if tokens.get(token, scope) != scope:
+            raise ValueError(f"{where} repeats an earlier token with another scope")
+        tokens[token] = scope
+    return tokens
+
+
+def _token_entries(text: str) -> list[tuple[str, str]]:
+    """LMHOST_API_TOKENS' entries; empty ones (a trailing comma) are skipped."""
+    return [(f"entry {n}", e) for n, e in enumerate(text.split(","), 1) if e.strip()]
+
+
+def _tokens(raw: str) -> str:
+    value = str(raw).strip()
+    parse_tokens(_token_entries(value))
+    return value
+
+
+def _client_token(raw: str) -> str:
+    value = str(raw).strip()
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("must be one token: printable characters without spaces")
+    return value
 
 
 _PARSERS = {
@@ -187,7 +263,7 @@ _PARSERS = {
     "cache_dir": _directory,
     "workers": _int_in(1, 64),
     "threads": _int_in(1, 256),
-    "log_level": _one_of(LOG_LEVELS),
+    "log_level": _one_of(*LOG_LEVELS),
     "context_length": _int_in(1, 1 << 24),
     "instance_threads": _int_in(0, 1024),
     "queue_size": _int_in(0, 4096),
@@ -200,8 +276,16 @@ _PARSERS = {
     "sdk_max_sockets": _int_in(0, 4096),
     "sdk_discovery": _flag,
     "memory_limit": _byte_size,
-    "guardrail": _one_of(GUARDRAILS),
+    "guardrail": _one_of(*GUARDRAILS),
     "evict_explicit": _flag,
+    "api_tokens": _tokens,
+    "api_tokens_file": _optional_file,
+    "allow_unauthenticated": _flag,
+    "sdk_trust_loopback": _flag,
+    "forwarded_proxies": _int_in(0, 16),
+    "log_format": _one_of(*LOG_FORMATS),
+    "graceful_timeout": _int_in(1, 24 * 3600),
+    "api_token": _client_token,
 }
 
 
@@ -222,14 +306,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
             raise ConfigError(f"{name}: not a setting")
 
     values = {}
-    for field in dataclasses.fields(Settings):
-        name = field.name
+    for setting in dataclasses.fields(Settings):
+        name = setting.name
         if name in overrides and overrides[name] is not None:
             raw, source = overrides[name], name
         elif env_name(name) in env:
             raw, source = env[env_name(name)], env_name(name)
         else:
-            raw, source = field.default, name
+            raw, source = setting.default, name
         try:
             values[name] = _PARSERS[name](raw)
         except ValueError as exc:
@@ -239,7 +323,61 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
 
 def to_env(settings: Settings) -> dict[str, str]:
     """The settings as ``LMHOST_*`` variables, to hand them to gunicorn's processes."""
-    return {env_name(f.name): str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
+    def text(value) -> str:
+        return "" if value is None else str(value)
+    return {env_name(f.name): text(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
+
+
+SECRETS = ("api_tokens", "api_token")
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` less the secret settings: for processes that need no token (the supervisor and
+    the instances), so that no token sits in their environment."""
+    secret = {env_name(name) for name in SECRETS}
+    return {k: v for k, v in env.items() if k not in secret}
+
+
+def read_tokens(settings: Settings) -> dict[str, str]:
+    """Every API token, ``token -> scope``: ``LMHOST_API_TOKENS``, then the tokens file (one
+    entry a line; blank lines and ``#`` comments skipped), read now. Raises `ConfigError`
+    naming the variable (and line), never quoting a token."""
+    entries = [(f"{env_name('api_tokens')} {where}", text)
+               for where, text in _token_entries(settings.api_tokens)]
+    path = settings.api_tokens_file
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+            raise ConfigError(f"{env_name('api_tokens_file')}: cannot read {path}: {reason}") from None
+        entries += [(f"{env_name('api_tokens_file')}: {path} line {n}", line)
+                    for n, line in enumerate(text.splitlines(), 1)
+                    if line.strip() and not line.strip().startswith("#")]
+    try:
+        return parse_tokens(entries)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve a non-loopback address with no API token, unless told that this is
+    intended (`ConfigError` naming ``host``)."""
+    if settings.auth_enabled or is_loopback(settings.host) or settings.allow_unauthenticated:
+        return
+    raise ConfigError(
+        f"host: {settings.host} is not a loopback address and no API token is configured, so "
+        "anyone who reaches it could load and unload models: set LMHOST_API_TOKENS or "
+        "LMHOST_API_TOKENS_FILE, or LMHOST_ALLOW_UNAUTHENTICATED=1 if this is intended")
 
 
 def client_url(url: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -254,3 +392,12 @@ def client_url(url: str | None = None, env: Mapping[str, str] | None = None) -> 
         return _http_url(raw)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def client_token(env: Mapping[str, str] | None = None) -> str:
+    """The API token the CLI sends (``LMHOST_API_TOKEN``; "" for none)."""
+    env = os.environ if env is None else env
+    try:
+        return _client_token(env.get(env_name("api_token"), ""))
+    except ValueError as exc:
+        raise ConfigError(f"{env_name('api_token')}: {exc}") from None

@@ -27,23 +27,37 @@ from lmhost import __version__, commands
 from lmhost.client import CliError
 
 
-def _settings_from(args, names):
-    from config import ConfigError, load_settings
+def _settings_from(args, names, check=lambda settings: None):
+    """The settings, with the flags `names` of `args` on top; `check(settings)` may refuse
+    them. A bad value exits with one line naming the flag or variable."""
+    from config import ConfigError, env_name, load_settings
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
+        check(settings)
+        return settings
     except ConfigError as exc:
         message = str(exc)
-        for name in overrides:  # a bad flag is named as the user typed it
+        for name in names:  # named as the user gave it: the flag, else the variable
             if message.startswith(f"{name}:"):
-                message = "--" + name.replace("_", "-") + message[len(name):]
+                given = "--" + name.replace("_", "-") if name in overrides else env_name(name)
+                message = given + message[len(name):]
         sys.exit(f"lmhost: configuration error: {message}")
+
+
+def _servable(settings) -> None:
+    """What `serve` refuses beyond bad values: no tokens on a non-loopback host, a tokens file
+    that cannot be read."""
+    from config import check_exposure, read_tokens
+    check_exposure(settings)
+    read_tokens(settings)
 
 
 def cmd_serve(args) -> int:
     import config
     from config import to_env
-    settings = _settings_from(args, ("host", "port", "models_dir", "state_dir", "workers"))
+    settings = _settings_from(args, ("host", "port", "models_dir", "state_dir", "workers"),
+                              _servable)
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     conf = Path(config.__file__).with_name("gunicorn.conf.py")
     env = {**os.environ, **to_env(settings)}
@@ -54,16 +68,25 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from lmhost import synthetic
+    """The real instruct model (SmolLM2, linked or copied from its installed package) and a
+    tiny synthetic embedding model, when the models dir holds no model yet."""
+    from lmhost import realmodel, synthetic
     settings = _settings_from(args, ("models_dir",))
     models_dir = settings.models_dir
     existing = sorted(models_dir.glob("*/*/*.gguf")) if models_dir.is_dir() else []
     if existing:
         print(f"{models_dir} already holds {len(existing)} model file(s); no demo models written")
         return 0
-    for model in synthetic.write_demo_models(models_dir):
-        print(f"wrote {model.path} ({model.kind}, {model.architecture}, "
-              f"{model.path.stat().st_size} bytes)")
+    try:
+        real = realmodel.place_smollm2(models_dir)
+    except realmodel.RealModelMissing as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {real} (llm, {realmodel.KEY}: a real instruct model, "
+          f"{real.stat().st_size} bytes)")
+    embed = synthetic.write_bert_embedding(models_dir.joinpath(*synthetic.DEMO_MODELS[2]), seed=2,
+                                           file_type="F16", name="Tiny Embed")
+    print(f"wrote {embed.path} ({embed.kind}, {embed.architecture}, "
+          f"{embed.path.stat().st_size} bytes)")
     return 0
 
 

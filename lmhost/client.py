@@ -51,10 +51,12 @@ def _reason(exc: BaseException) -> str:
 
 
 class Client:
-    def __init__(self, url: str):
+    def __init__(self, url: str, token: str = ""):
         self.url = url
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"lmhost-cli/{__version__}"
+        if token:  # LMHOST_API_TOKEN: a server with API tokens answers 401 without one
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _request(self, method: str, path: str, *, read_timeout: float = READ_TIMEOUT,
                  **kwargs) -> requests.Response:
@@ -79,7 +81,10 @@ class Client:
             if error.get("type") == "not_found":  # no such route: not lmhost, or a wrong path
                 return ServerError(f"{self.url} has no {response.request.path_url}: is it "
                                    "lmhost's address?", "not_found", response.status_code)
-            return ServerError(error["message"], error.get("type"), response.status_code)
+            message = error["message"]
+            if error.get("type") in ("unauthorized", "forbidden"):
+                message += " (the CLI sends LMHOST_API_TOKEN)"
+            return ServerError(message, error.get("type"), response.status_code)
         except (ValueError, KeyError, TypeError):
             return ServerError(f"lmhost at {self.url} answered HTTP {response.status_code} "
                                f"{response.reason} to {response.request.path_url}",

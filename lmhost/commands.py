@@ -22,9 +22,9 @@ def _with_url(sub, name: str, help: str) -> argparse.ArgumentParser:
 
 
 def client(args) -> Client:
-    from config import ConfigError, client_url
+    from config import ConfigError, client_token, client_url
     try:
-        return Client(client_url(args.url))
+        return Client(client_url(args.url), client_token())
     except ConfigError as exc:  # "url: ..." is the flag, "LMHOST_URL: ..." the variable
         message = str(exc)
         raise CliError("--" + message if message.startswith("url:") else message, exit_code=2)

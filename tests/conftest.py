@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from contextlib import contextmanager
@@ -76,14 +77,52 @@ def client(app):
 
 @pytest.fixture
 def short_tmp():
-    """A short temporary folder: Unix socket paths (state dir) hold at most 107 bytes."""
+    """A short temporary folder: Unix socket paths (state dir) hold at most 107 bytes.
+    Servers started in it keep their logs there: before it goes, no log may hold a token."""
     import shutil
     import tempfile
     from pathlib import Path
+    from tests.helpers import files_with_tokens
 
     path = Path(tempfile.mkdtemp(prefix="lmh-", dir="/tmp"))
     yield path
+    leaked = files_with_tokens(path)
     shutil.rmtree(path, ignore_errors=True)
+    assert not leaked, f"API tokens in logs: {leaked}"
+
+
+class TokenTripwire(logging.Handler):
+    """Sees every log record of the test process itself; remembers those that quote a token
+    the suite made."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record):
+        from tests.helpers import TOKENS_USED
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - a broken record is not a leak
+            return
+        for token in TOKENS_USED:
+            secret = token.partition(":")[2]
+            if token in text or (secret and secret in text):
+                self.leaks.append(f"{record.name}: {token[:10]}…")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_token_in_any_log(tmp_path_factory):
+    """Every log this session produced holds none of the API tokens it used: the records of
+    this process, and every file under the session's temporary folders (short_tmp checks its
+    own before removing it)."""
+    from tests.helpers import files_with_tokens
+    tripwire = TokenTripwire()
+    logging.getLogger().addHandler(tripwire)
+    yield
+    logging.getLogger().removeHandler(tripwire)
+    leaked = files_with_tokens(tmp_path_factory.getbasetemp())
+    assert not (leaked or tripwire.leaks), f"API tokens in logs: {leaked} {tripwire.leaks}"
 
 
 class Live:

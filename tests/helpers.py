@@ -111,3 +111,49 @@ def break_model(path) -> Path:
     assert data.count(b"output_norm.weight") == 1
     path.write_bytes(data.replace(b"output_norm.weight", b"output_norm.wEight"))
     return path
+
+
+# -- API tokens the suite uses, and the check that no log holds one ----------------------------
+
+TOKENS_USED: set[str] = set()
+
+
+def api_token() -> str:
+    """A fresh API token, shaped like LM Studio's (``sk-lm-<8>:<20>``, so the TypeScript
+    client's ``apiToken`` takes it), remembered so that `files_with_tokens` looks for it."""
+    import secrets
+    import string
+
+    alphabet = string.ascii_letters + string.digits
+    token = "sk-lm-{}:{}".format("".join(secrets.choice(alphabet) for _ in range(8)),
+                                 "".join(secrets.choice(alphabet) for _ in range(20)))
+    TOKENS_USED.add(token)
+    return token
+
+
+def files_with_tokens(*roots, tokens=None) -> dict[str, list[str]]:
+    """Every log under `roots` (a file named there, or a ``*.log`` file under a folder named
+    there: servers, supervisors, instances and nginx all write such) that holds one of
+    `tokens` (default: every token the suite made), or a part of one (its secret, as the SDK's
+    auth frame splits it): path -> what it holds, the tokens shown by their first 10
+    characters only."""
+    needles = {}
+    for token in (TOKENS_USED if tokens is None else tokens):
+        needles[token.encode()] = token
+        head, colon, secret = token.partition(":")
+        if colon and len(secret) >= 12:
+            needles[secret.encode()] = token
+    found: dict[str, list[str]] = {}
+    for root in roots:
+        root = Path(root)
+        paths = ([root] if root.is_file() else
+                 (p for p in root.rglob("*.log") if p.is_file()) if root.is_dir() else ())
+        for path in paths:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            hits = sorted({needles[n][:10] + "…" for n in needles if n in data})
+            if hits:
+                found[str(path)] = hits
+    return found

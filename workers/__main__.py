@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from config import ConfigError, load_settings
+from config import ConfigError, load_settings, logs
 from workers import engine_probe, procs
 from workers.statedir import StateDir
 from workers.supervisor import Supervisor
@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"lmhost supervisor: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s [supervisor %(process)d] %(levelname)s %(message)s")
+    logs.configure(settings.log_format, settings.log_level, sys.stderr,
+                   text_format="%(asctime)s [supervisor %(process)d] %(levelname)s %(message)s")
     state_dir = StateDir(settings.state_dir).create()
     engine = engine_probe.check_engine(settings.cache_dir)
     if not engine.usable:

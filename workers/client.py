@@ -20,8 +20,8 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from config import Settings, to_env
-from workers import engine_probe, procs
+from config import Settings, to_env, without_secrets
+from workers import engine_probe, procs, served
 from workers.errors import Unavailable, from_wire
 from workers.protocol import Channel, ProtocolError
 from workers.statedir import StateDir
@@ -71,7 +71,7 @@ def start_supervisor(settings: Settings, wait: float | None = None) -> bool:
         log.info("starting the supervisor for %s", settings.state_dir)
         starter = subprocess.Popen(
             [sys.executable, "-m", "workers", "--state-dir", str(settings.state_dir), "--daemon"],
-            env={**os.environ, **to_env(settings)}, stdin=subprocess.DEVNULL,
+            env=without_secrets({**os.environ, **to_env(settings)}), stdin=subprocess.DEVNULL,
             start_new_session=True, close_fds=True)
         starter.wait(timeout=30)  # returns as soon as the daemon has forked
         deadline = time.monotonic() + wait
@@ -153,6 +153,8 @@ class SupervisorClient:
                     answered = True
                     if "error" in message:
                         raise from_wire(message["error"])
+                    if isinstance(message.get("result"), dict):  # a load's or an unload's
+                        served.note(message["result"].get("instance_id"))
                     yield message
                     if "result" in message:
                         return

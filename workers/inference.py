@@ -17,25 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from config import Settings
-from workers import policy
+from workers import policy, served
 from workers.catalog import Catalog
 from workers.client import SupervisorClient
-from workers.errors import InvalidRequest, LmhostError, Overloaded, Unavailable, from_wire
+from workers.errors import (InstanceNotFound, InvalidRequest, LmhostError, Overloaded,
+                            Unavailable, from_wire)
 from workers.protocol import Channel, ProtocolError, call
 from workers.records import State
 from workers.table import InstanceTable, TableUnreadable
 
 log = logging.getLogger(__name__)
 
-CHUNK_PREFIX = b'{"chunk":'  # how workers.protocol.Channel.send writes a chunk message
-
-KIND_NEEDS = {"chat": "llm", "completion": "llm", "embedding": "embedding"}
-ENDPOINT = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
-            "embedding": "/v1/embeddings"}
+KIND_NEEDS = {"generate": "llm", "embedding": "embedding"}
 # How long a request whose instance went away waits for the supervisor to record why. It reaps
 # a death at once (pidfd) and records the failure in the table write that drops the row.
 DEATH_RECORD_WAIT = 3.0
@@ -79,26 +76,60 @@ class Inference:
                                    and (not pinned or r["variant"] == variant.name)], None)
 
     def run(self, reference: str, kind: str, params: dict, *, stream: bool,
-            ttl: int | None = None) -> "Reply":
+            ttl: int | None = None, target: Target | None = None) -> "Reply":
         """Route the request to an instance (loading one if needed) and return its reply once
         the instance has answered first; answers carry `reference` as their ``model``.
-        Raises `LmhostError` for everything the client should hear."""
-        target = self.target(reference)
-        if target.type != KIND_NEEDS[kind]:
-            raise InvalidRequest(
-                f"{reference!r} is an {'embedding model' if target.type == 'embedding' else 'LLM'}"
-                f": {ENDPOINT[kind]} needs {'an embedding model' if kind == 'embedding' else 'an LLM'}",
-                param="model")
+        `target`: `target(reference)` when the caller has just found it. Raises `LmhostError`
+        for everything the client should hear."""
+        target = target or self.target(reference)
+        self.check_type(reference, target, kind)
         request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference}
         for attempt in (1, 2):  # a second try after the chosen instance died under us
             rows = target.rows or self._jit_load(reference, ttl)
             channel, first, row = self._dispatch(rows, request)
             if channel is not None:
-                return Reply(channel, first, lambda: self.lost(row))
+                if "error" in first:  # refused before anything was produced
+                    channel.close()
+                    raise from_wire(first["error"])
+                served.note(row["id"])
+                return Reply(channel, first, lambda: self.lost(row), row["id"])
             target = self.target(reference)
             if target.instance_id is not None and not target.rows:
                 break
         raise Unavailable(f"no instance of {reference!r} could take the request")
+
+    @staticmethod
+    def check_type(reference: str, target: Target, kind: str) -> None:
+        if target.type != KIND_NEEDS[kind]:
+            raise InvalidRequest(
+                f"{reference!r} is an {'embedding model' if target.type == 'embedding' else 'LLM'}"
+                f": this endpoint needs {'an embedding model' if kind == 'embedding' else 'an LLM'}",
+                param="model")
+
+    def jit_events(self, reference: str, ttl: int | None,
+                   context_length: int | None = None) -> Iterator[dict]:
+        """For a caller that shows a JIT load as it happens (``/api/v1/chat``'s events): when
+        `reference` has no loaded instance, load one as `run` would, yielding the supervisor's
+        progress events and then ``{"result": ...}``. (Call it when `target` found none.)"""
+        self._check_jit(reference)
+        request = {"model": reference, "reuse_existing": True, "jit": True,
+                   "ttl": ttl or self.settings.jit_ttl}
+        if context_length is not None:
+            request["context_length"] = context_length
+        yield from self.supervisor.load(request)
+
+    def ask(self, instance_id: str, request: dict) -> dict:
+        """An op an instance answers at once (``tokenize``, ``template``), by instance id."""
+        row = next((r for r in self._rows() if r["id"] == instance_id), None)
+        if row is None:
+            raise InstanceNotFound(f"no loaded instance {instance_id!r}")
+        try:
+            answer = call(row["socket"], request, timeout=30.0)
+        except (OSError, ProtocolError):
+            raise self.lost(row) from None
+        if "error" in answer:
+            raise from_wire(answer["error"])
+        return answer
 
     def run_all(self, reference: str, kind: str, params: dict, *, ttl: int | None = None) -> dict:
         """The result of a non-streaming run."""
@@ -107,11 +138,14 @@ class Inference:
                 return message["result"]
         raise LmhostError("the instance ended the request without a result")
 
-    def _jit_load(self, reference: str, ttl: int | None) -> list[dict]:
+    def _check_jit(self, reference: str) -> None:
         if not self.settings.jit:
             raise InvalidRequest(
                 f"model {reference!r} is not loaded and JIT loading is off (LMHOST_JIT=0): load it "
                 "first with POST /api/v1/models/load", param="model")
+
+    def _jit_load(self, reference: str, ttl: int | None) -> list[dict]:
+        self._check_jit(reference)
         result = self.supervisor.call({"op": "load", "request": {
             "model": reference, "reuse_existing": True, "jit": True,
             "ttl": ttl or self.settings.jit_ttl}})
@@ -180,22 +214,26 @@ class Inference:
         return None, None, None
 
 
-class Reply:
-    """An instance's answer to one request, read once: `messages()` decoded, or, for a
-    stream, `chunk_bytes()` relaying each chunk's JSON as the instance wrote it (the HTTP
-    worker does not decode and re-encode every token: the hot path). Closing it (or the
-    reader generator) closes the connection, which stops a generation the client left."""
+@dataclass
+class Collected:
+    text: list[str] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)
+    tool_calls: list[dict] = field(default_factory=list)
+    done: dict = field(default_factory=dict)
 
-    def __init__(self, channel: Channel, first: dict, lost: Callable[[], LmhostError]):
+
+class Reply:
+    """An instance's answer to one request, read once with `messages()` (each line decoded).
+    `cancel()` asks the instance to stop generating (it then ends with its ``done`` line);
+    closing the reader (or `close()`) closes the connection, which stops a generation the
+    client left. `instance_id`: the instance that serves it."""
+
+    def __init__(self, channel: Channel, first: dict, lost: Callable[[], LmhostError],
+                 instance_id: str):
         self.channel = channel
         self.first = first
         self.lost = lost  # the error to raise when the instance stops answering
-
-    def _next(self) -> bytes:
-        try:
-            return self.channel.recv_line()
-        except (OSError, ProtocolError):
-            raise self.lost() from None
+        self.instance_id = instance_id
 
     def messages(self) -> Iterator[dict]:
         try:
@@ -204,26 +242,34 @@ class Reply:
                 if "error" in message:
                     raise from_wire(message["error"])
                 yield message
-                if "result" in message or message.get("done"):
+                if "result" in message or "done" in message:
                     return
-                message = json.loads(self._next())
+                try:
+                    line = self.channel.recv_line()
+                except (OSError, ProtocolError):
+                    raise self.lost() from None
+                message = json.loads(line)
         finally:
             self.channel.close()
 
-    def chunk_bytes(self) -> Iterator[bytes]:
+    def collect(self) -> "Collected":
+        """A whole generation: its text, log-probability entries, tool calls, ``done`` line."""
+        answer = Collected()
+        for message in self.messages():
+            if "text" in message:
+                answer.text.append(message["text"])
+                answer.logprobs.extend(message.get("logprobs", ()))
+            elif "tool_calls" in message:
+                answer.tool_calls = message["tool_calls"]
+            elif "done" in message:
+                answer.done = message["done"]
+        return answer
+
+    def cancel(self) -> None:
         try:
-            if "error" in self.first:
-                raise from_wire(self.first["error"])
-            if "chunk" in self.first:
-                yield json.dumps(self.first["chunk"], separators=(",", ":")).encode()
-            while True:
-                line = self._next()
-                if line.startswith(CHUNK_PREFIX):
-                    yield line[len(CHUNK_PREFIX):-2]  # {"chunk":<json>}\n -> <json>
-                    continue
-                message = json.loads(line)
-                if "error" in message:
-                    raise from_wire(message["error"])
-                return  # {"done": true}
-        finally:
-            self.channel.close()
+            self.channel.send({"op": "cancel"})
+        except OSError:
+            pass  # it ended already
+
+    def close(self) -> None:
+        self.channel.close()

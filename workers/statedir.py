@@ -8,6 +8,8 @@
     <state>/instances/<h>.sock   each instance's socket (h: its handle, 12 hex digits)
     <state>/logs/<h>.log         each instance's stderr (llama.cpp's own words)
     <state>/catalog-cache.json   the catalog's metadata cache (workers.catalog)
+    <state>/responses/<id>.json  stored chats of POST /api/v1/chat (workers.responses)
+    <state>/metrics/             Prometheus multiprocess files of every process (app.metrics)
 
 Unix socket paths hold at most 107 bytes: config limits the state dir's length accordingly.
 """
@@ -29,6 +31,8 @@ class StateDir:
         self.start_lock = self.path / "supervisor.start.lock"
         self.instances = self.path / "instances"
         self.logs = self.path / "logs"
+        self.responses = self.path / "responses"
+        self.metrics = self.path / "metrics"
 
     def create(self) -> "StateDir":
         for folder in (self.path, self.instances, self.logs):

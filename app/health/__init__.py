@@ -1,4 +1,5 @@
-"""Liveness for monitoring: /healthz answers while the HTTP worker runs (no token needed)."""
+"""Operations, for monitoring (no token needed): /healthz (liveness), /readyz (readiness:
+`workers.readiness`), /metrics (Prometheus: `app.metrics`)."""
 
 from app.health.routes import blp
 

@@ -3,13 +3,15 @@
 
 - `framing`: frames and error objects; `session`: one socket (auth, dispatch, channels);
   `registry`: the sockets of a worker process (limit, close on stop);
-- `models` (``/llm`` and ``/embedding``: model management), `system` (``/system``);
-  `shapes`: ModelInfo / instance info; `loadconfig`: SDK load config <-> REST load request;
+- `models` (``/llm`` and ``/embedding``: model management), `prediction` (their inference:
+  ``predict``, ``completeRawText``, ``embedString``, ``tokenize``, ...; `predictconfig`: SDK
+  prediction config -> the engine's job), `system` (``/system``); `shapes`: ModelInfo /
+  instance info; `loadconfig`: SDK load config <-> REST load request;
 - `routes`: ``GET /lmstudio-greeting`` and the websocket routes; `discovery`: the extra
   listener on the clients' discovery ports.
 
 Handlers call the same engine as the REST views (one instance table, one get-or-load, one load
-plan). Prediction (``predict``, ``embedString``, ...) is answered "not supported yet".
+plan, one generation engine).
 """
 
 from __future__ import annotations
@@ -34,14 +36,20 @@ def init_app(app: Flask, api) -> None:
     from app.sdk import routes
     from app.sdk.models import ModelHandlers
     from app.sdk.framing import MAX_FRAME_BYTES
+    from app.sdk.prediction import PredictionHandlers
     from app.sdk.system import SystemHandlers
 
     eng = engine_of(app)
+    namespaces = {"system": SystemHandlers(eng).namespace()}
+    for type_ in ("llm", "embedding"):
+        models = ModelHandlers(eng, type_)
+        prediction = PredictionHandlers(eng, models)
+        namespaces[type_] = models.namespace(
+            prediction.rpc(), prediction.channels() if type_ == "llm" else None)
     app.extensions["lmhost_sdk"] = Sdk(
-        registry=SocketRegistry(eng.settings.sdk_max_sockets),
-        namespaces={"llm": ModelHandlers(eng, "llm").namespace(),
-                    "embedding": ModelHandlers(eng, "embedding").namespace(),
-                    "system": SystemHandlers(eng).namespace()})
+        registry=SocketRegistry(eng.settings.sdk_max_sockets,
+                                app.extensions["lmhost_metrics"].sdk_sockets),
+        namespaces=namespaces)
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": 25,  # notice dead clients: their sockets hold threads
         "max_message_size": MAX_FRAME_BYTES,

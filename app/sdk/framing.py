@@ -10,6 +10,7 @@ Pure: no sockets, no Flask. Unit-tested in tests/unit/test_sdk_framing.py.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -145,9 +146,22 @@ def communication_warning(warning: str) -> dict:
     return {"type": "communicationWarning", "warning": warning}
 
 
-def auth_result(error: str | None = None) -> dict:
-    """The answer to the authentication frame; a refusal's ``error`` is a string (TS requires it)."""
-    return {"success": True} if error is None else {"success": False, "error": error}
+def auth_result(error: str | None = None, frame: dict | None = None) -> dict:
+    """The answer to the authentication frame `frame`. A refusal's ``error`` is a string, which
+    the TypeScript client requires, except to the Python client (``lmstudio`` 1.5, known by its
+    identifier: a UUID), which builds its exception from an error object and fails on a string."""
+    if error is None:
+        return {"success": True}
+    if frame is not None and _is_uuid(frame.get("clientIdentifier")):
+        return {"success": False, "error": {"title": error, "rootTitle": error}}
+    return {"success": False, "error": error}
+
+
+def _is_uuid(value) -> bool:
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 # -- errors -------------------------------------------------------------------------------------

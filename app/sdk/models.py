@@ -16,6 +16,7 @@ from app.extensions import Engine
 from app.sdk import loadconfig, shapes
 from app.sdk.framing import SdkError, no_model_matching
 from app.sdk.session import Channel, Namespace
+from config import ADMIN
 from workers import policy
 from workers.catalog import Model, Variant
 from workers.records import State
@@ -29,13 +30,15 @@ class ModelHandlers:
         self.eng = eng
         self.type = type_  # "llm" | "embedding": also the namespace's name
 
-    def namespace(self, extra_rpc: dict | None = None) -> Namespace:
+    def namespace(self, extra_rpc: dict | None = None,
+                  extra_channels: dict | None = None) -> Namespace:
         return Namespace(
             name=self.type,
             rpc={"listLoaded": self.list_loaded, "getModelInfo": self.get_model_info,
                  "getLoadConfig": self.get_load_config, "unloadModel": self.unload_model,
                  "estimateModelUsage": self.estimate_model_usage, **(extra_rpc or {})},
-            channels={"loadModel": self.load_model, "getOrLoad": self.get_or_load},
+            channels={"loadModel": self.load_model, "getOrLoad": self.get_or_load,
+                      **(extra_channels or {})},
             convert=self.convert)
 
     # -- reading the table and the catalog ---------------------------------------------------
@@ -204,6 +207,10 @@ class ModelHandlers:
             result = self._load(request, None, None)
             channel.send({"type": "alreadyLoaded", "info": self._loaded_info(result)})
             return
+        if not self.eng.settings.jit and channel.session.client.scope != ADMIN:
+            # an inference token loads only as JIT does; with JIT off, that is not at all
+            raise SdkError(f"{reference!r} is not loaded and JIT loading is off (LMHOST_JIT=0): "
+                           "loading it needs an admin API token")
         channel.send({"type": "startLoading", "identifier": reference,
                       "info": self._model_info(model, variant)})
         result = self._load(request, channel, "loadProgress")

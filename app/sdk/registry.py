@@ -23,8 +23,9 @@ GOING_AWAY = 1001  # websocket close code: the server is going down
 
 
 class SocketRegistry:
-    def __init__(self, max_sockets: int):
+    def __init__(self, max_sockets: int, gauge=None):
         self.max_sockets = max_sockets
+        self.gauge = gauge  # open sockets by namespace (app.metrics), or None
         self._lock = threading.Lock()
         self._sessions: set = set()   # guarded by _lock
         self._closing = False         # guarded by _lock: no new socket once the worker stops
@@ -35,11 +36,17 @@ class SocketRegistry:
             if self._closing or len(self._sessions) >= self.max_sockets:
                 return False
             self._sessions.add(session)
-            return True
+        if self.gauge is not None:
+            self.gauge.labels(namespace=session.namespace.name).inc()
+        return True
 
     def leave(self, session) -> None:
         with self._lock:
+            if session not in self._sessions:
+                return
             self._sessions.discard(session)
+        if self.gauge is not None:
+            self.gauge.labels(namespace=session.namespace.name).dec()
 
     def count(self) -> int:
         with self._lock:

@@ -5,11 +5,12 @@ answer every call with an error frame, so a client fails at once instead of hang
 
 from __future__ import annotations
 
-from flask import Blueprint as FlaskBlueprint, current_app
+from flask import Blueprint as FlaskBlueprint, current_app, request
 from flask_sock import Sock
 from marshmallow import Schema, fields
 
 from app.api import Blueprint
+from app.auth import auth_of
 from app.sdk.session import Namespace, Session
 
 blp = Blueprint("sdk", __name__, description="LM Studio SDK protocol (discovery probe)")
@@ -37,4 +38,6 @@ def greeting():
 def sdk_socket(ws, namespace):
     sdk = current_app.extensions["lmhost_sdk"]
     served = sdk.namespaces.get(namespace) or Namespace(name=namespace, rpc={}, channels={})
-    Session(ws, served, sdk.registry).run()
+    auth, environ = auth_of(current_app), request.environ
+    gate = (lambda frame: auth.sdk_scope(frame, environ)) if auth.enabled else None
+    Session(ws, served, sdk.registry, gate).run()

@@ -1,11 +1,14 @@
 """One SDK websocket: authentication, then the receive loop that dispatches frames.
 
+Authentication is `authenticate` (the socket's first frame; with API tokens configured, the
+app's `app.auth.Auth.sdk_scope` decides), and every RPC and channel is checked against the
+scope it needs (`app.auth.SDK_SCOPES`) before it runs.
+
 The loop itself only parses and routes frames; every RPC and channel runs on a thread of its
 own, so a socket keeps answering ``keepAlive`` and sees a channel's ``cancel`` while a load is
 under way. Sends from those threads go through one lock (frames are never interleaved).
 
-Endpoints a namespace does not serve (prediction, for now; whole namespaces such as
-``/files``) are answered with an ``rpcError`` / ``channelError`` / ``signalError`` carrying a
+Endpoints a namespace does not serve (whole namespaces such as ``/files``) are answered with an ``rpcError`` / ``channelError`` / ``signalError`` carrying a
 proper error object, so neither official client hangs. A channel always ends with
 ``channelClose`` or ``channelError``.
 """
@@ -22,8 +25,10 @@ from typing import Callable
 
 from simple_websocket import ConnectionClosed
 
+from app.auth import SDK_SCOPES, AuthRefused, allows
 from app.sdk import framing
 from app.sdk.framing import BadFrame, SdkError
+from config import ADMIN
 from workers.errors import LmhostError
 
 log = logging.getLogger(__name__)
@@ -38,19 +43,22 @@ POLICY_VIOLATION = 1008
 
 @dataclass(frozen=True)
 class Client:
-    """Who is on the other end of a socket, as the authentication frame says."""
+    """Who is on the other end of a socket, as the authentication frame says, and the scope
+    its token gives it."""
     identifier: str
+    scope: str = ADMIN
 
 
-class AuthRefused(Exception):
-    """The authentication frame was refused; the message is sent to the client."""
+# (authentication frame) -> the socket's scope, or AuthRefused
+Gate = Callable[[dict], str]
 
 
-def authenticate(frame: dict) -> Client:
+def authenticate(frame: dict, gate: Gate | None = None) -> Client:
     """The one place a socket's authentication frame is checked (``parse_auth`` has checked its
-    shape). Everyone is accepted while lmhost has no API tokens; a refusal raises
-    `AuthRefused`."""
-    return Client(identifier=frame["clientIdentifier"])
+    shape): `gate` gives its scope or raises `AuthRefused`; no gate (no API tokens) lets
+    everyone in as admin."""
+    scope = gate(frame) if gate is not None else ADMIN
+    return Client(identifier=frame["clientIdentifier"], scope=scope)
 
 
 @dataclass
@@ -65,15 +73,22 @@ class Namespace:
 
 
 class Channel:
-    """A channel as its handler sees it: `send` a message, see whether the client `cancelled`."""
+    """A channel as its handler sees it: `send` a message, see whether the client `cancelled`;
+    `on_cancel`, when a handler sets it, is called (from the receive loop) on a cancel."""
 
     def __init__(self, session: "Session", channel_id: int):
         self.session = session
         self.id = channel_id
         self.cancelled = threading.Event()
+        self.on_cancel: Callable[[], None] | None = None
 
     def send(self, message: dict) -> None:
         self.session.send(framing.channel_send(self.id, message))
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
 
 def _limit_sends(ws, seconds: int) -> None:
@@ -85,11 +100,13 @@ def _limit_sends(ws, seconds: int) -> None:
 
 
 class Session:
-    def __init__(self, ws, namespace: Namespace, registry):
+    def __init__(self, ws, namespace: Namespace, registry, gate: Gate | None = None):
         self.ws = ws
         _limit_sends(ws, SEND_TIMEOUT)
         self.namespace = namespace
         self.registry = registry
+        self.gate = gate
+        self.client: Client | None = None  # once authenticated
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._channels: dict[int, Channel] = {}   # guarded by _lock
@@ -150,7 +167,7 @@ class Session:
         with self._lock:
             channels = list(self._channels.values())
         for channel in channels:
-            channel.cancelled.set()
+            channel.cancel()
 
     def _authenticate(self, timeout: float) -> Client | None:
         try:
@@ -160,13 +177,18 @@ class Session:
         if text is None:
             self.close(POLICY_VIOLATION, "no authentication frame")
             return None
+        frame = None
         try:
-            client = authenticate(framing.parse_auth(text))
+            frame = framing.parse_auth(text)
+            client = authenticate(frame, self.gate)
         except (BadFrame, AuthRefused) as exc:
-            self.send(framing.auth_result(str(exc)))
+            log.warning("SDK socket on /%s refused: %s", self.namespace.name,
+                        "no valid API token" if isinstance(exc, AuthRefused) else exc)
+            self.send(framing.auth_result(str(exc), frame))
             self.close(POLICY_VIOLATION, "authentication failed")
             return None
         self.send(framing.auth_result())
+        self.client = client
         return client
 
     def _refuse(self, message: str) -> None:
@@ -256,10 +278,17 @@ class Session:
 
     def _take(self, handlers: dict, endpoint: str, reply_error) -> Callable | None:
         """The handler of `endpoint`, counted in flight; None (and the client told why) when
-        the namespace does not serve it or the socket has too many calls in flight."""
+        the namespace does not serve it, the socket's token does not allow it, or the socket
+        has too many calls in flight."""
         handler = handlers.get(endpoint)
         if handler is None:
             reply_error(framing.not_supported(self.namespace.name, "endpoint", endpoint))
+            return None
+        needed = SDK_SCOPES.get(endpoint, ADMIN)
+        scope = self.client.scope  # set: frames are dispatched after authentication only
+        if not allows(scope, needed):
+            reply_error(SdkError(f"This API token's scope is {scope}: {endpoint} needs an "
+                                 f"{needed} token", suggestion="Use an admin API token."))
             return None
         with self._lock:
             if self._in_flight >= MAX_IN_FLIGHT:
@@ -309,7 +338,7 @@ class Session:
                 f"lmhost ignored a channelSend: {'no message object' if known else 'channel '}"
                 f"{'' if known else str(frame['channelId']) + ' was never opened'}"))
         elif channel is not None and message.get("type") == "cancel":
-            channel.cancelled.set()
+            channel.cancel()
         if isinstance(frame.get("ackId"), int):
             self.send({"type": "channelAck", "channelId": frame["channelId"],
                        "ackId": frame["ackId"]})

@@ -142,7 +142,7 @@ def hold_busy(instance_row, max_tokens=1900):
     reads blocks the instance once the socket buffer is full."""
     channel = Channel.connect(instance_row["socket"], 10)
     channel.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    channel.send({"op": "run", "kind": "completion", "stream": True,
+    channel.send({"op": "run", "kind": "generate",
                   "params": {"prompt": "x", "max_tokens": max_tokens}})
     return channel
 

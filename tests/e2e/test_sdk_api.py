@@ -178,16 +178,23 @@ def test_get_or_load_is_atomic_across_clients(server, host):
     assert list(rest_instances(server)) == ["tiny-llama"]
 
 
-def test_prediction_is_answered_not_supported_yet(server, host):
+def test_prediction_on_a_synthetic_model_and_config_errors_naming_the_key(server, host):
     with lmstudio.Client(host) as client:
         # loaded explicitly: a get-or-load of the embedding model would auto-evict a JIT LLM
         llm = client.llm.load_new_instance("tiny-llama")
         embed = client.embedding.load_new_instance("tiny-embed")
-        for call in (lambda: llm.respond("Hello"), lambda: llm.complete("Hello"),
-                     lambda: llm.tokenize("Hello"), lambda: llm.count_tokens("Hello"),
-                     lambda: embed.embed("Hello")):
-            with pytest.raises(lmstudio.LMStudioServerError, match="not supported by lmhost"):
-                call()
+        result = llm.respond("Hello", config={"maxTokens": 4, "seed": 3})
+        assert result.stats.predicted_tokens_count == 4
+        assert result.stats.stop_reason == "maxPredictedTokensReached"
+        assert llm.complete("Hello", config={"maxTokens": 2}).stats.predicted_tokens_count == 2
+        assert llm.count_tokens("Hello") == len(llm.tokenize("Hello")) > 0
+        assert len(embed.embed("Hello")) == 128
+        for config, key in (({"maxTokens": 0}, "llm.prediction.maxPredictedTokens"),
+                            ({"draftModel": "x"}, "llm.prediction.speculativeDecoding.draftModel"),
+                            ({"contextOverflowPolicy": "rollingWindow"},
+                             "llm.prediction.contextOverflowPolicy")):
+            with pytest.raises(lmstudio.LMStudioServerError, match=key.replace(".", r"\.")):
+                llm.respond("Hello", config=config)
         assert llm.get_context_length() == 2048  # the sockets still serve
 
 
@@ -214,8 +221,8 @@ def test_typescript_client_model_management(server, host):
     assert "no-such-model" in errors["notFound"] and "already exists" in errors["duplicate"]
     assert "llm.load.contextLength" in errors["badConfig"]
     assert "embedding model" in errors["wrongNamespace"] and "no-such-instance" in errors["unloadUnknown"]
-    for unsupported in ("predict", "embedString", "files"):
-        assert "not supported by lmhost" in errors[unsupported], errors[unsupported]
+    assert "not supported by lmhost" in errors["files"], errors["files"]
+    assert seen["predicted"]["stats"]["predictedTokensCount"] == 4 and seen["embedded"] == 128
     assert seen["afterUnload"] == 0 and "No loaded model" in seen["noneLoaded"]
     assert rest_instances(server) == {}
 
@@ -260,8 +267,8 @@ def test_wire_keep_alive_and_clean_refusals(server, host):
         assert ask(ws, {"type": "rpcCall", "endpoint": "getModelInfo", "callId": 1, "parameter": {
             "specifier": {"type": "query", "query": {"identifier": "x"}},
             "throwIfNotFound": False}}) == {"type": "rpcResult", "callId": 1}
-        for frame in ({"type": "rpcCall", "endpoint": "applyPromptTemplate", "callId": 2},
-                      {"type": "channelCreate", "endpoint": "predict", "channelId": 3,
+        for frame in ({"type": "rpcCall", "endpoint": "preloadDraftModel", "callId": 2},
+                      {"type": "channelCreate", "endpoint": "generateWithGenerator", "channelId": 3,
                        "creationParameter": {}},
                       {"type": "signalSubscribe", "endpoint": "x", "subscribeId": 4,
                        "creationParameter": None}):
@@ -269,6 +276,14 @@ def test_wire_keep_alive_and_clean_refusals(server, host):
             assert answer["type"] in ("rpcError", "channelError", "signalError")
             assert "not supported by lmhost" in answer["error"]["title"]
         assert ask(ws, {"type": "rpcCall", "callId": "five"})["type"] == "communicationWarning"
+        # a prediction for no loaded model: the clients' not-found error, and the channel ends
+        frames = channel_frames(ws, {"type": "channelCreate", "endpoint": "predict",
+                                     "channelId": 5, "creationParameter": {
+                                         "modelSpecifier": {"type": "query", "query": {
+                                             "identifier": "nothing-loaded"}},
+                                         "history": {"messages": []}}})
+        assert frames[-1]["type"] == "channelError"
+        assert frames[-1]["error"]["displayData"]["code"] == "generic.noModelMatchingQuery"
         # a config value of the wrong type, which the official clients would not send
         frames = channel_frames(ws, {"type": "channelCreate", "endpoint": "loadModel",
                                      "channelId": 6, "creationParameter": {

@@ -25,14 +25,17 @@ def test_demo_then_serve_lists_the_demo_models(tmp_path, serve):
     models_dir = tmp_path / "models"
     first = demo(models_dir)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("wrote ") == 3
+    assert first.stdout.count("wrote ") == 2
     again = demo(models_dir)  # never overwrites: the models dir already holds models
     assert again.returncode == 0 and "no demo models written" in again.stdout
 
     server = serve(models_dir, "--workers", "2")
     models = server.get("/api/v1/models").json()["models"]
     assert [(m["key"], m["type"]) for m in models] == [
-        ("tiny-embed", "embedding"), ("tiny-llama", "llm"), ("tiny-moe", "llm")]
+        ("smollm2-135m-instruct", "llm"), ("tiny-embed", "embedding")]
+    smol = models[0]
+    assert (smol["publisher"], smol["architecture"]) == ("HuggingFaceTB", "llama")
+    assert smol["quantization"]["name"] == "Q4_1"
 
     # the seed's curl example, verbatim but for the port (no token configured: auth is off)
     if shutil.which("curl"):
@@ -56,7 +59,7 @@ def test_env_settings_are_used_and_flags_win(tmp_path, serve):
     demo(models_dir)
     env = clean_env(LMHOST_MODELS_DIR=str(models_dir), LMHOST_WORKERS="1")
     from_env = serve(None, env=env)
-    assert len(from_env.get("/api/v1/models").json()["models"]) == 3
+    assert len(from_env.get("/api/v1/models").json()["models"]) == 2
     from_flag = serve(tmp_path / "empty", env=env)
     assert from_flag.get("/api/v1/models").json() == {"models": []}
 

@@ -101,6 +101,41 @@ def test_answers_match_the_document(live):
                                           "stream": True})
     call("POST", "/v1/completions", 200, {"model": "tiny-llama", "prompt": ["a", "b"],
                                           "max_tokens": 2, "stream": True})
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]
+    # one call (random weights would add calls to the list until max_tokens), seeded
+    calls = call("POST", "/v1/chat/completions", 200, {
+        "model": "tiny-llama", "messages": CHAT, "tools": tools, "tool_choice": "required",
+        "parallel_tool_calls": False, "seed": 1, "max_tokens": 300, "logprobs": True,
+        "top_logprobs": 1}).get_json()
+    assert calls["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "f"
+    streamed_calls = call("POST", "/v1/chat/completions", 200, {
+        "model": "tiny-llama", "messages": CHAT, "tools": tools, "tool_choice": "required",
+        "parallel_tool_calls": False, "seed": 2, "max_tokens": 300, "stream": True,
+        "stream_options": {"include_usage": True}})
+    assert b'"tool_calls":[{"index":0' in streamed_calls.get_data()
+    call("POST", "/v1/chat/completions", 200, {
+        "model": "tiny-llama", "messages": CHAT, "max_tokens": 3, "logprobs": True,
+        "top_logprobs": 2, "stream": True})
+    call("POST", "/v1/completions", 200, {"model": "tiny-llama", "prompt": "a", "max_tokens": 2,
+                                          "logprobs": 2, "echo": True})
+    call("POST", "/v1/chat/completions", 400, {
+        "model": "tiny-llama", "messages": CHAT, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frob"}}}})
+    native = call("POST", "/api/v1/chat", 200, {"model": "tiny-llama", "input": "Hi",
+                                                "max_output_tokens": 3}).get_json()
+    call("POST", "/api/v1/chat", 200, {"model": "tiny-llama", "input": "Hi", "stream": True,
+                                       "previous_response_id": native["response_id"],
+                                       "max_output_tokens": 3})
+    jit = call("POST", "/api/v1/chat", 200, {"model": "tiny-moe", "input": "Hi", "stream": True,
+                                             "max_output_tokens": 3, "store": False})
+    names = [line[7:] for line in jit.get_data(as_text=True).splitlines()
+             if line.startswith("event: ")]
+    assert names[:2] == ["chat.start", "model_load.start"] and names[-1] == "chat.end"
+    assert "model_load.end" in names and "message.delta" in names
+    call("POST", "/api/v1/chat", 400, {"model": "tiny-llama", "input": "Hi",
+                                       "previous_response_id": "resp_nothing"})
+    call("POST", "/api/v1/chat", 404, {"model": "nope", "input": "Hi"})
     for encoding in ("float", "base64"):
         call("POST", "/v1/embeddings", 200, {"model": "tiny-embed", "input": ["a", "b"],
                                              "encoding_format": encoding})
@@ -113,5 +148,6 @@ def test_answers_match_the_document(live):
     call("POST", "/api/v1/models/load", 422, {"model": "cut"})
     call("POST", "/v1/chat/completions", 400, {"model": "tiny-embed", "messages": CHAT})
     call("POST", "/v1/embeddings", 404, {"model": "nope", "input": "a"})
+    call("POST", "/api/v1/models/unload", 200, {"instance_id": "tiny-moe"})
     call("POST", "/api/v1/models/unload", 200, {"instance_id": "tiny-llama"})
     call("POST", "/api/v1/models/unload", 404, {"instance_id": "tiny-llama"})

@@ -34,6 +34,12 @@ def test_env_overrides_and_flags_win_over_env(tmp_path):
     ({"LMHOST_PROT": "1"}, "LMHOST_PROT"),
     ({"LMHOST_SDK_MAX_SOCKETS": "-1"}, "LMHOST_SDK_MAX_SOCKETS"),
     ({"LMHOST_SDK_DISCOVERY": "maybe"}, "LMHOST_SDK_DISCOVERY"),
+    ({"LMHOST_LOG_FORMAT": "xml"}, "LMHOST_LOG_FORMAT"),
+    ({"LMHOST_FORWARDED_PROXIES": "-1"}, "LMHOST_FORWARDED_PROXIES"),
+    ({"LMHOST_GRACEFUL_TIMEOUT": "0"}, "LMHOST_GRACEFUL_TIMEOUT"),
+    ({"LMHOST_SDK_TRUST_LOOPBACK": "sometimes"}, "LMHOST_SDK_TRUST_LOOPBACK"),
+    ({"LMHOST_ALLOW_UNAUTHENTICATED": "2"}, "LMHOST_ALLOW_UNAUTHENTICATED"),
+    ({"LMHOST_API_TOKEN": "two words"}, "LMHOST_API_TOKEN"),
 ])
 def test_bad_values_name_the_key(env, key):
     with pytest.raises(ConfigError) as info:
@@ -108,3 +114,13 @@ def test_memory_settings_defaults_and_round_trip():
                            "LMHOST_EVICT_EXPLICIT": "1"})
     assert (s.memory_limit, s.guardrail, s.evict_explicit) == (1 << 30, "evict", True)
     assert load_settings(env=to_env(s)) == s
+
+
+def test_every_setting_is_documented_in_config_and_readme():
+    import dataclasses
+    import config
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for field in dataclasses.fields(Settings):
+        name = config.env_name(field.name)
+        assert f"| {name} " in config.__doc__, name
+        assert f"| `{name}` |" in readme, name

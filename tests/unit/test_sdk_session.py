@@ -11,6 +11,7 @@ from simple_websocket import ConnectionClosed
 from app.sdk import session as session_module
 from app.sdk.framing import SdkError
 from app.sdk.registry import SocketRegistry
+from app.auth import AuthRefused
 from app.sdk.session import Namespace, Session
 from tests.helpers import wait_for
 from workers.errors import InvalidRequest
@@ -86,11 +87,11 @@ NAMESPACE = Namespace(
     convert=lambda error: SdkError(f"converted: {error.message}"))
 
 
-def run_session(*frames, registry=None, namespace=NAMESPACE):
+def run_session(*frames, registry=None, namespace=NAMESPACE, gate=None):
     ws = FakeWs()
     ws.feed(*frames)
     registry = registry or SocketRegistry(10)
-    done = threading.Thread(target=Session(ws, namespace, registry).run)
+    done = threading.Thread(target=Session(ws, namespace, registry, gate).run)
     done.start()
     return ws, done
 
@@ -224,3 +225,60 @@ def test_a_socket_that_drops_cancels_its_channels():
     done.join(5)
     wait_for(lambda: any(f.get("message", {}).get("type") == "saw cancel" for f in ws.sent),
              timeout=5, what="the channel to see its cancel")
+
+
+# -- API tokens on the socket -------------------------------------------------------------------
+
+MANAGEMENT = Namespace(name="llm", rpc={"unloadModel": echo, "listLoaded": echo,
+                                        "requestShutdown": echo},
+                       channels={"loadModel": two_messages, "getOrLoad": two_messages})
+
+
+def scoped_gate(scope):
+    def gate(frame):
+        if frame["clientPasskey"] != "right":
+            raise AuthRefused("lmhost needs an API token")
+        return scope
+    return gate
+
+
+def test_a_refused_token_gets_the_gates_message_as_a_string_then_close():
+    ws, done = run_session(AUTH, {"type": "rpcCall", "endpoint": "echo", "callId": 1},
+                           gate=scoped_gate("admin"))
+    done.join(5)
+    assert ws.sent == [{"success": False, "error": "lmhost needs an API token"}]
+    assert ws.closed[0] == 1008
+
+
+def test_an_inference_token_may_use_and_get_or_load_but_not_load_or_unload():
+    ws, done = run_session(
+        {**AUTH, "clientPasskey": "right"},
+        {"type": "rpcCall", "endpoint": "listLoaded", "callId": 1, "parameter": "ok"},
+        {"type": "rpcCall", "endpoint": "unloadModel", "callId": 2, "parameter": "x"},
+        {"type": "channelCreate", "endpoint": "loadModel", "channelId": 3},
+        {"type": "channelCreate", "endpoint": "getOrLoad", "channelId": 4},
+        {"type": "rpcCall", "endpoint": "requestShutdown", "callId": 5},  # not in the table
+        namespace=MANAGEMENT, gate=scoped_gate("inference"))
+    wait_for(lambda: {"type": "channelClose", "channelId": 4} in ws.sent, what="getOrLoad")
+    wait_for(lambda: len([f for f in ws.sent if f.get("type") in ("rpcError", "rpcResult")]) == 3,
+             what="three RPC answers")
+    assert ws.sent[0] == {"success": True}
+    assert {"type": "rpcResult", "callId": 1, "result": "ok"} in ws.sent
+    refused = [f for f in ws.sent if f.get("type") in ("rpcError", "channelError")]
+    assert [(f.get("callId"), f.get("channelId")) for f in refused] == [(2, None), (None, 3),
+                                                                        (5, None)]
+    assert all("scope is inference" in f["error"]["title"] for f in refused)
+    ws.feed(None)
+    done.join(5)
+
+
+def test_an_admin_token_may_load_and_unload():
+    ws, done = run_session({**AUTH, "clientPasskey": "right"},
+                           {"type": "rpcCall", "endpoint": "unloadModel", "callId": 2,
+                            "parameter": "x"},
+                           {"type": "channelCreate", "endpoint": "loadModel", "channelId": 3},
+                           namespace=MANAGEMENT, gate=scoped_gate("admin"))
+    wait_for(lambda: {"type": "channelClose", "channelId": 3} in ws.sent, what="loadModel")
+    wait_for(lambda: {"type": "rpcResult", "callId": 2, "result": "x"} in ws.sent, what="unload")
+    ws.feed(None)
+    done.join(5)

@@ -48,17 +48,17 @@ class FakeChannel:
         pass
 
 
-class BlockingLlm:
-    """Stands in for llama_cpp.Llama: a completion that runs until released."""
+class BlockingEngine:
+    """Stands in for the instance's generation engine: a generation that runs until released."""
 
     def __init__(self):
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def create_completion(self, **params):
+    def generate(self, params, send, cancelled):
         self.started.set()
         self.release.wait(10)
-        return {"choices": [{"text": "ok"}]}
+        send({"done": {"stop": "eos"}})
 
 
 class Clock:
@@ -70,7 +70,7 @@ class Clock:
 
 
 def test_expiry_never_cuts_a_running_or_queued_request(tmp_path):
-    llm, clock = BlockingLlm(), Clock()
+    llm, clock = BlockingEngine(), Clock()
     instance = Instance({"instance_id": "x"}, llm, str(tmp_path / "x.sock"), queue_size=1,
                         clock=clock)
     exits = []
@@ -78,11 +78,11 @@ def test_expiry_never_cuts_a_running_or_queued_request(tmp_path):
     worker = threading.Thread(target=instance.execute_jobs, daemon=True)
     worker.start()
 
-    assert instance.enqueue({"kind": "completion", "params": {}}, FakeChannel())
+    assert instance.enqueue({"kind": "generate", "params": {}}, FakeChannel())
     assert llm.started.wait(5)  # running: the queue (size 1) is empty again
-    assert instance.enqueue({"kind": "completion", "params": {}}, FakeChannel())  # queued
+    assert instance.enqueue({"kind": "generate", "params": {}}, FakeChannel())  # queued
     refused = FakeChannel()
-    assert instance.enqueue({"kind": "completion", "params": {}}, refused) is None
+    assert instance.enqueue({"kind": "generate", "params": {}}, refused) is None
     assert refused.sent[0]["error"]["type"] == "overloaded"
     clock.now += 3600  # long after the last request began: only the work in flight keeps it
     assert instance.expire(1)["expired"] is False
@@ -98,7 +98,7 @@ def test_expiry_never_cuts_a_running_or_queued_request(tmp_path):
     assert instance.expire(1)["expired"] is True
     assert instance.stopping.is_set()
     late = FakeChannel()
-    assert instance.enqueue({"kind": "completion", "params": {}}, late) is None
+    assert instance.enqueue({"kind": "generate", "params": {}}, late) is None
     assert late.sent[0]["error"]["type"] == "unavailable"
     wait_for(lambda: exits, timeout=10, what="the instance to exit once idle")
     instance.jobs.put(None)

@@ -113,7 +113,9 @@ def main(argv=None) -> int:
     llm.verbose = False  # no per-request timing prints from llama-cpp-python
 
     socket_path = str(StateDir(args.state_dir).instance_socket(args.handle))
-    instance = Instance({**spec, "load_time_seconds": load_time}, llm, socket_path, args.queue_size)
+    from workers.instance.generation import Engine
+    instance = Instance({**spec, "load_time_seconds": load_time}, Engine(llm), socket_path,
+                        args.queue_size)
     instance.listen()  # before "loaded" is reported: the supervisor may call at once
     threading.Thread(target=instance.serve, name="serve", daemon=True).start()
     events.send(event="loaded", load_time_seconds=load_time, socket=socket_path,

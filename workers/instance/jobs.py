@@ -1,35 +1,65 @@
-"""One inference request, run on the instance's model by its executor thread.
+"""One inference request, run on the instance's model by its executor thread; the job protocol
+that every wire's request becomes (`workers.inference` sends it, `generation` does the work).
 
-A job is ``{"op": "run", "kind": "completion"|"chat"|"embedding", "params": {...},
-"stream": bool, "model": name}``; the reply is ``{"result": ...}``, or, streaming, one
-``{"chunk": ...}`` line per chunk then ``{"done": true}``. Answers carry ``model``: what the
-client called the model. A write that fails (the client went away) ends the generation there.
+Requests, one JSON line on a fresh connection to the instance's socket:
+
+- ``{"op": "run", "kind": "generate", "params": P}``: text generation. P holds either
+  ``messages`` (a chat, OpenAI's message shape: ``role``, ``content``, ``tool_calls``,
+  ``tool_call_id``, ``name``; formatted with the model's chat template, or with ``template``
+  ``{"jinja", "bos_token", "eos_token"}``) or ``prompt`` (raw text, ``add_bos`` default true);
+  sampling: ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``min_p``,
+  ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty``, ``seed``, ``stop`` (list);
+  structured output, one of ``json_schema`` (a schema), ``json_object`` (true), ``gbnf``;
+  tools: ``tools`` (``[{"name", "description", "parameters"}]``), ``tool_choice``
+  (``"auto"`` | ``"none"`` | ``"required"`` | ``{"name"}``), ``parallel_tool_calls``;
+  ``logprobs`` (N: each token's log-probability and its N most likely alternatives);
+  ``progress`` (true: report prompt processing).
+- ``{"op": "run", "kind": "embedding", "params": {"input": str | [str]}}``.
+
+While a job runs, the client may send ``{"op": "cancel"}`` on the same connection; closing
+the connection cancels too. Either stops a generation before its next token.
+
+Answers, JSON lines: an ``{"error": {"type", "message", "param"}}`` line instead of anything
+else when the request cannot be served (bad schema, prompt too long, ...). Otherwise, for
+``generate``:
+
+- ``{"prompt": {"tokens", "cached", "processed"}}``: prompt processing (``progress`` only):
+  once before (``processed == cached``), then after each batch;
+- ``{"text": str, "tokens": n}``: the next piece of the answer and how many tokens it took
+  (held-back text comes with a later line), with ``"logprobs": [{"token", "logprob",
+  "bytes", "top": [...]}]`` when asked;
+- ``{"tool_calls": [{"id", "name", "arguments"}]}``: the calls, ``arguments`` as JSON text;
+- ``{"done": {"stop", "prompt_tokens", "cached_tokens", "completion_tokens", "ttft",
+  "seconds", "tokens_per_second", "stop_string"?}}`` last; ``stop`` is ``eos``, ``length``
+  (``max_tokens``), ``context`` (the context is full), ``stop_string``, ``tool_calls`` or
+  ``cancelled``; times in seconds from when the job started running.
+
+``embedding`` answers ``{"result": <llama-cpp-python's create_embedding answer>}``.
+
+`on_tokens(n)` hears of generated tokens as they come (the instance's ``generated_tokens``,
+for ``/metrics``): each ``text`` line's ``tokens``.
 """
 
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 from workers.protocol import Channel
 
-METHODS = {"completion": "create_completion", "chat": "create_chat_completion",
-           "embedding": "create_embedding"}
 
-
-def run_job(llm, request: dict, channel: Channel) -> None:
+def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event,
+            on_tokens: Callable[[int], None] = lambda n: None) -> None:
     kind, params = request.get("kind"), dict(request.get("params") or {})
-    name = request.get("model")
-    if kind not in METHODS:
-        raise ValueError(f"unknown kind {kind!r}")
-    method = getattr(llm, METHODS[kind])
-    if kind == "embedding" or not request.get("stream"):
-        result = method(**params)
-        result["model"] = name or result.get("model")
+    if kind == "generate":
+        def send(line: dict) -> None:  # raises when the client is gone
+            if line.get("tokens"):
+                on_tokens(line["tokens"])
+            channel.send(line)
+        engine.generate(params, send, cancelled)
+    elif kind == "embedding":
+        result = engine.llm.create_embedding(params.get("input", ""))
+        result["model"] = request.get("model") or result.get("model")
         channel.send({"result": result})
-        return
-    chunks = method(stream=True, **params)
-    try:
-        for chunk in chunks:
-            chunk["model"] = name or chunk.get("model")
-            channel.send({"chunk": chunk})  # raises when the client is gone
-        channel.send({"done": True})
-    finally:
-        chunks.close()  # stops llama.cpp's generation loop
+    else:
+        raise ValueError(f"unknown kind {kind!r}")

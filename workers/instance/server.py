@@ -5,7 +5,10 @@ Ops on ``<state>/instances/<handle>.sock``: ``info`` and ``status`` answered at 
 ``expire`` (TTL) and ``evict`` stop the instance only if it is idle, decided and acted on under
 `state_lock`, so no request can be accepted in between; ``shutdown`` stops accepting, lets the
 running job finish (bounded), fails queued jobs and exits; ``run`` queues an inference job
-(`jobs.run_job`). One executor thread runs the jobs one at a time.
+(`jobs.run_job`), and while it waits or runs, the connection's thread reads the client's
+``cancel`` (or its going away) and flags the job. ``tokenize`` and ``template`` (a chat as the
+model reads it) touch no decoding state and are answered at once, even while a job runs. One
+executor thread runs the jobs one at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import sys
 import threading
 import time
@@ -20,6 +24,7 @@ from typing import Callable
 
 from workers import policy
 from workers.instance.jobs import run_job
+from workers.instance.structured import RequestError
 from workers.protocol import Channel, ProtocolError, UnixServer
 
 log = logging.getLogger("workers.instance")
@@ -30,13 +35,30 @@ class Job:
         self.request = request
         self.channel = channel
         self.done = threading.Event()
+        self.cancelled = threading.Event()  # the client sent cancel, or went away
+
+    def watch(self) -> None:
+        """Until the job is done: a ``cancel`` line or the connection closing cancels it."""
+        while not self.done.is_set():
+            try:
+                readable, _, _ = select.select([self.channel.sock], [], [], 0.2)
+                if not readable:
+                    continue
+                message = self.channel.recv()
+            except (OSError, ProtocolError, ValueError):
+                self.cancelled.set()
+                return
+            if isinstance(message, dict) and message.get("op") == "cancel":
+                self.cancelled.set()
+                self.done.wait()
+                return
 
 
 class Instance:
-    def __init__(self, spec: dict, llm, socket_path: str, queue_size: int,
+    def __init__(self, spec: dict, engine, socket_path: str, queue_size: int,
                  clock: Callable[[], float] = time.monotonic):
         self.spec = spec
-        self.llm = llm
+        self.engine = engine  # generation.Engine (the model), or a stand-in in unit tests
         self.socket_path = socket_path
         self.clock = clock  # CLOCK_MONOTONIC: comparable across processes (policy.ttl_expired)
         # The bound is enforced through `pending` below, not by the Queue: Queue(maxsize=0)
@@ -49,6 +71,7 @@ class Instance:
         self.state_lock = threading.Lock()
         self.pending = 0
         self.running = False
+        self.generated_tokens = 0  # since the load, for /metrics (guarded by state_lock)
         self.last_used = clock()
         self.stopping = threading.Event()
         self.server: UnixServer | None = None
@@ -83,9 +106,18 @@ class Instance:
             elif op == "run":
                 job = self.enqueue(request, channel)
                 if job is not None:
-                    job.done.wait()  # the connection stays open for the job's answer
+                    job.watch()  # the connection stays open for the job's answer
+            elif op == "tokenize":
+                channel.send({"tokens": self.engine.tokenize(
+                    str(request.get("text", "")), bool(request.get("add_bos", True)))})
+            elif op == "template":
+                channel.send({"prompt": self.engine.formatted(
+                    list(request.get("messages") or []), list(request.get("tools") or []),
+                    request.get("template"))})
             else:
                 channel.send({"error": {"type": "invalid_request", "message": f"unknown op {op!r}"}})
+        except RequestError as exc:
+            channel.send({"error": _invalid(exc)})
         except (ProtocolError, OSError, ValueError, KeyError):
             pass
 
@@ -116,9 +148,16 @@ class Instance:
                 self.running = True
                 self.last_used = self.clock()
             try:
-                run_job(self.llm, job.request, job.channel)
+                if not job.cancelled.is_set():  # cancelled while queued: nothing to do
+                    run_job(self.engine, job.request, job.channel, job.cancelled,
+                            self._count_tokens)
             except (OSError, ProtocolError):
                 pass  # the client went away: its generation stops here
+            except RequestError as exc:
+                try:
+                    job.channel.send({"error": _invalid(exc)})
+                except OSError:
+                    pass
             except Exception as exc:  # noqa: BLE001 - a bad request must not kill the instance
                 log.exception("job failed")
                 try:
@@ -140,7 +179,12 @@ class Instance:
     def _status(self) -> dict:
         # caller holds state_lock
         return {"busy": self.running, "queued": self.pending - self.running,
-                "last_used": self.last_used, "now": self.clock()}
+                "last_used": self.last_used, "now": self.clock(),
+                "generated_tokens": self.generated_tokens}
+
+    def _count_tokens(self, count: int) -> None:
+        with self.state_lock:
+            self.generated_tokens += count
 
     def status(self) -> dict:
         with self.state_lock:
@@ -201,3 +245,7 @@ class Instance:
             time.sleep(0.01)
         sys.stderr.flush()
         self.exit()
+
+
+def _invalid(exc: RequestError) -> dict:
+    return {"type": "invalid_request", "message": str(exc), "param": exc.param}

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from workers import metrics
 from workers.errors import LmhostError, Unavailable, to_wire
 from workers.records import TRANSITIONS, InstanceRecord, State, failure_row
 from workers.table import InstanceTable, TableWriteFailed
@@ -147,6 +148,7 @@ class Registry:
         log.info("instance %r: %s -> %s", instance.id, instance.state.value, new.value)
         if instance.state is State.LOADING:
             self.on_load_over()
+        metrics.transition(instance, instance.state, new)
         instance.state = new
         if new is State.GONE:
             self.instances.pop(instance.id, None)

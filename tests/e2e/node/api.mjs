@@ -1,17 +1,10 @@
 // Model management through the official TypeScript client, against the lmhost at argv[2]
 // (ws://host:port). Prints one JSON object with what it saw; tests/e2e/test_sdk_api.py checks it.
 import { LMStudioClient } from "@lmstudio/sdk";
+import { failure } from "./support.mjs";
 
 const client = new LMStudioClient({ baseUrl: process.argv[2], verboseErrorMessages: false });
 const seen = {};
-const failure = async (action) => {
-  try {
-    await action();
-    return null;
-  } catch (error) {
-    return String(error.message ?? error);
-  }
-};
 
 const progress = [];
 const llama = await client.llm.model("tiny-llama", { onProgress: (p) => progress.push(p), verbose: false });
@@ -36,10 +29,11 @@ seen.errors = {
   badConfig: await failure(() => client.llm.load("tiny-llama", { config: { contextLength: 999999 }, verbose: false })),
   wrongNamespace: await failure(() => client.llm.model("tiny-embed", { verbose: false })),
   unloadUnknown: await failure(() => client.llm.unload("no-such-instance")),
-  predict: await failure(() => llama.respond("Hello")),
-  embedString: await failure(() => embed.embed("Hello")),
   files: await failure(() => client.files.prepareImageBase64("a.png", "aGVsbG8=")),
 };
+const predicted = await llama.respond("Hello", { maxTokens: 4 });
+seen.predicted = { content: predicted.content, stats: predicted.stats };
+seen.embedded = (await embed.embed("Hello")).embedding.length;
 await client.llm.unload("ts-moe");
 await embed.unload();
 await llama.unload();
