@@ -49,7 +49,7 @@ openapi-snapshot: $(STAMP)
 
 # Benchmarks print lmhost next to in-process llama-cpp-python, llama.cpp's llama-server and
 # gguf, and write their figures (.bench/results/*.json); bench/report.py puts them in
-# bench/RESULTS.md and bench/results.png. About 10 minutes in all, on a quiet machine (the
+# bench/RESULTS.md and bench/results.png (bench/estimate_accuracy.py prints its table only). About 12 minutes in all, on a quiet machine (the
 # first run also builds llama-server, about 5 minutes more: bench/llama_server.py).
 # `make bench QUICK=1`: few runs, few tokens, the report in .bench/results/ (not bench/): a
 # check that everything runs, not figures to quote.
@@ -75,6 +75,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/throughput.py --json $(BENCH_OUT)/throughput.json $(BENCH_THROUGHPUT_ARGS)
 	$(PY) bench/sdk_clients.py --json $(BENCH_OUT)/sdk_clients.json $(BENCH_SDK_ARGS)
 	$(PY) bench/engine_steps.py --json $(BENCH_OUT)/engine_steps.json $(BENCH_STEPS_ARGS)
+	$(PY) bench/estimate_accuracy.py
 	$(PY) bench/report.py --results $(BENCH_OUT) $(BENCH_REPORT_ARGS)
 
 clean:

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from flask import Flask
 
-from app import auth, chat, health, models, openai, requestlog, sdk
+from app import auth, chat, health, models, openai, requestlog, resources, sdk
 from app.api import OPENAPI_VERSION, Api
 from app.extensions import Engine
 from app.metrics import EngineCollector, Metrics
@@ -41,6 +41,7 @@ def create_app(config: Settings | Mapping | None = None) -> Flask:
     api.register_blueprint(health.blp)
     api.register_blueprint(models.blp)
     api.register_blueprint(openai.blp)
+    api.register_blueprint(resources.blp)
     api.register_blueprint(chat.blp)
     sdk.init_app(app, api)
     return app

@@ -11,7 +11,7 @@ Two kinds of series, every name starting with ``lmhost_``:
   in any worker sums every process's.
 - State, read at scrape time by `EngineCollector` rather than kept in step by hand: instances
   by state (the instance table), each instance's queue and generated tokens (its ``status``
-  op), memory (`read_memory`), and whether the supervisor answers.
+  op), memory (`read_memory`, with `workers.memory`'s readers), and whether the supervisor answers.
 
 Without ``PROMETHEUS_MULTIPROC_DIR`` (an app built by a test) the series live in this app's
 own registry.
@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from config import Settings
 from workers import client, procs
+from workers.memory import read_meminfo, read_process
 from workers.nvml import Nvml, NvmlError
 from workers.protocol import ProtocolError, call
 from workers.records import State
@@ -91,43 +93,20 @@ class MemoryReadings:
     gpus: list = field(default_factory=list)                     # workers.nvml.GpuReading
 
 
-def _meminfo() -> dict[str, int]:
-    values = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                values[name] = int(parts[0]) * (1024 if parts[1:2] == ["kB"] else 1)
-    return values
-
-
-def _rss(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def read_memory(rows: list[dict], nvml: Nvml) -> MemoryReadings:
-    """Memory now: the host's (/proc/meminfo), each instance's resident set (/proc, by the
-    table's pids, checked against pid reuse) and each GPU's (NVML; none in CPU mode).
-    The one place the metrics read memory: point it at `workers.memory` once that exists."""
+def read_memory(rows: list[dict], nvml: Nvml, proc: Path = Path("/proc")) -> MemoryReadings:
+    """Memory now, with `workers.memory`'s readers: the host's RAM, each instance's resident
+    set (by the table's pids, checked against pid reuse) and each GPU's (NVML; none in CPU
+    mode)."""
     readings = MemoryReadings()
     try:
-        info = _meminfo()
-        readings.host_total, readings.host_available = info.get("MemTotal"), info.get("MemAvailable")
-    except OSError:
+        readings.host_total, readings.host_available = read_meminfo(proc / "meminfo")
+    except (OSError, KeyError, ValueError, IndexError):
         pass
     for row in rows:
         if row.get("pid") and procs.same_process(row["pid"], row.get("started")):
-            rss = _rss(row["pid"])
-            if rss is not None:
-                readings.instance_rss[row["id"]] = rss
+            use = read_process(proc / str(row["pid"]) / "status")
+            if use is not None:
+                readings.instance_rss[row["id"]] = use.ram
     try:
         readings.gpus = nvml.read()
     except NvmlError:
@@ -207,7 +186,7 @@ class EngineCollector:
                                      labels=["instance", "model"])
         for row in rows:
             if row.get("state") in (State.LOADING.value, State.LOADED.value):
-                estimate.add_metric([row["id"], row["model_key"]], row.get("estimate_bytes") or 0)
+                estimate.add_metric([row["id"], row["model_key"]], (row.get("estimate") or {}).get("total_bytes", 0))
         for instance_id, value in readings.instance_rss.items():
             rss.add_metric([instance_id, by_id[instance_id]["model_key"]], value)
         yield rss

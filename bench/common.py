@@ -4,10 +4,11 @@ Importing it puts the repository root on ``sys.path`` (so that ``workers.*`` imp
 checkout without the editable install). Holds: `BenchError`, `log`, `percentile`/`p50`,
 `ms`/`ms_list`, `verdict`, `free_port`, `get`/`post`/`sse_lines`, the `Server` (``lmhost
 serve`` as a subprocess, with `wait_instances` for its spare pool), `in_process_baseline`
-(``llama_cpp.Llama()`` timed in a fresh interpreter), the /proc process helpers
-`processes_with`/`spare_ready`, `sweep` (leftover processes naming a work dir), and
-`add_json_option`/`write_json` (every benchmark's ``--json PATH``: its figures for
-``bench/report.py``, with `machine`, the host they were measured on).
+(``llama_cpp.Llama()`` timed in a fresh interpreter) on `json_child` (a child Python process
+with a JSON result), the /proc process helpers `processes_with`/`spare_ready`, `sweep`
+(leftover processes naming a work dir), and `add_json_option`/`write_json` (every benchmark's
+``--json PATH``: its figures for ``bench/report.py``, with `machine`, the host they were
+measured on).
 """
 
 from __future__ import annotations
@@ -331,22 +332,27 @@ def engine_extra_bufts() -> bool:
 def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: Path) -> dict:
     spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs,
             "extra_bufts": engine_extra_bufts()}
-    stderr_path = work / "baseline.stderr"
+    return json_child(["-c", BASELINE_SCRIPT, json.dumps(spec)], "the in-process baseline",
+                      work / "baseline.stderr", BASELINE_TIMEOUT_S)
+
+
+def json_child(argv: list[str], what: str, stderr_path: Path, timeout: float) -> dict:
+    """Run ``python ARGV`` in the repository; its last line of stdout is its JSON result. Its
+    stderr goes to `stderr_path`, whose tail a failure quotes."""
     with open(stderr_path, "wb") as stderr:
         try:
-            proc = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, json.dumps(spec)],
-                                  cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=stderr, timeout=BASELINE_TIMEOUT_S)
+            proc = subprocess.run([sys.executable, *argv], cwd=REPO, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=stderr, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise BenchError(f"the in-process baseline took over {BASELINE_TIMEOUT_S:.0f} s") from None
+            raise BenchError(f"{what} took over {timeout:.0f} s") from None
     lines = proc.stdout.decode(errors="replace").strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-20:])
-        raise BenchError(f"the in-process baseline failed (exit {proc.returncode}):\n{tail}")
+        raise BenchError(f"{what} failed (exit {proc.returncode}):\n{tail}")
     try:
         return json.loads(lines[-1])
     except ValueError:
-        raise BenchError(f"the in-process baseline printed no result: {lines[-1][:300]!r}") from None
+        raise BenchError(f"{what} printed no result: {lines[-1][:300]!r}") from None
 
 
 # -- figures as JSON, for bench/report.py ----------------------------------------------------------

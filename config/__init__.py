@@ -35,6 +35,9 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | graceful_timeout | LMHOST_GRACEFUL_TIMEOUT | 60         | seconds a stopping or reloading HTTP worker lets requests in flight finish |
 | url          | LMHOST_URL          | http://127.0.0.1:1234 | client side: the server the CLI talks to; `serve` ignores it |
 | api_token    | LMHOST_API_TOKEN    | (none)             | client side: the token the CLI sends     |
+| memory_limit | LMHOST_MEMORY_LIMIT | 0 (none)           | bytes (or 512M, 8G, ...) lmhost's instances may use: VRAM on a GPU host, RAM without one |
+| guardrail    | LMHOST_GUARDRAIL    | strict             | a load that does not fit: strict (503), evict (idle instances, LRU first), off (load anyway) |
+| evict_explicit | LMHOST_EVICT_EXPLICIT | 0              | with guardrail evict, explicitly loaded instances may be evicted too |
 
 `url` and `api_token` are the client-side settings: the CLI reads them alone with `client_url()`
 and `client_token()`, so a client command never fails on a server setting, and `lmhost serve`
@@ -61,6 +64,8 @@ from urllib.parse import urlsplit
 
 PREFIX = "LMHOST_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+GUARDRAILS = ("strict", "evict", "off")
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 LOG_FORMATS = ("text", "json")
 ADMIN, INFERENCE = "admin", "inference"
 SCOPES = (ADMIN, INFERENCE)  # admin may do all that inference may, and load and unload
@@ -91,6 +96,9 @@ class Settings:
     url: str = "http://127.0.0.1:1234"  # client side (the CLI); the server does not use it
     sdk_max_sockets: int = 256
     sdk_discovery: bool = True
+    memory_limit: int = 0  # bytes; 0: no limit beyond what the host has
+    guardrail: str = "strict"
+    evict_explicit: bool = False
     # secrets stay out of repr(): a Settings in a log line or a traceback shows no token
     api_tokens: str = field(default="", repr=False)
     api_tokens_file: Path | None = None
@@ -181,6 +189,19 @@ def _http_url(raw: str) -> str:
     return value
 
 
+def _byte_size(raw) -> int:
+    """Bytes, or a number with a binary unit: 512M, 8G, 1.5GiB (K, M, G, T; B/iB optional)."""
+    text = str(raw).strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in ("K", "M", "G", "T") else (text, "")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"must be a number of bytes, optionally with K, M, G or T, got {raw!r}") from None
+    if not 0 <= value * _SIZE_UNITS[unit] < 1 << 60:  # NaN fails too
+        raise ValueError(f"must be a size from 0 to 1024 T, got {raw!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
 def _optional_file(raw) -> Path | None:
     if raw is None or not str(raw).strip():
         return None
@@ -254,6 +275,9 @@ _PARSERS = {
     "url": _http_url,
     "sdk_max_sockets": _int_in(0, 4096),
     "sdk_discovery": _flag,
+    "memory_limit": _byte_size,
+    "guardrail": _one_of(*GUARDRAILS),
+    "evict_explicit": _flag,
     "api_tokens": _tokens,
     "api_tokens_file": _optional_file,
     "allow_unauthenticated": _flag,
@@ -282,14 +306,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides) -> Settings
             raise ConfigError(f"{name}: not a setting")
 
     values = {}
-    for field in dataclasses.fields(Settings):
-        name = field.name
+    for setting in dataclasses.fields(Settings):
+        name = setting.name
         if name in overrides and overrides[name] is not None:
             raw, source = overrides[name], name
         elif env_name(name) in env:
             raw, source = env[env_name(name)], env_name(name)
         else:
-            raw, source = field.default, name
+            raw, source = setting.default, name
         try:
             values[name] = _PARSERS[name](raw)
         except ValueError as exc:

@@ -104,6 +104,18 @@ class Client:
             raise CliError(f"{self.url}/api/v1/models has no models list: is it lmhost?")
         return body["models"]
 
+    def resources(self) -> dict:
+        """``GET /api/v1/resources``: memory per GPU or RAM, per instance."""
+        body = self._json(self._request("GET", "/api/v1/resources"))
+        if not isinstance(body, dict) or not isinstance(body.get("pools"), list):
+            raise CliError(f"{self.url}/api/v1/resources has no memory pools: is it lmhost?")
+        return body
+
+    def estimate(self, body: dict) -> dict:
+        """A load with ``estimate_only``: the memory estimate, nothing loaded."""
+        return self._json(self._request("POST", "/api/v1/models/load",
+                                        json={**body, "estimate_only": True}))
+
     def unload(self, instance_id: str) -> dict:
         return self._json(self._request("POST", "/api/v1/models/unload",
                                         json={"instance_id": instance_id},

@@ -1,4 +1,5 @@
-"""The client commands, after LM Studio's `lms`: ls, ps, load, unload, status.
+"""The client commands, after LM Studio's `lms`: ls, ps, load (and load --estimate-only),
+unload, status (with the memory of GET /api/v1/resources).
 
 They talk to a running lmhost over HTTP (`lmhost.client`), found through ``--url``, else
 ``LMHOST_URL``, else http://127.0.0.1:1234. Each `add_*` function adds one subcommand to the
@@ -156,6 +157,9 @@ def add_load(sub) -> None:
     parser.add_argument("-y", "--yes", action="store_true",
                         help="answer yes to prompts: when KEY matches several models or variants, "
                              "take the default")
+    parser.add_argument("--estimate-only", dest="estimate_only", action="store_true",
+                        help="print the memory the load would take and whether it fits now; "
+                             "load nothing")
     parser.add_argument("--json", action="store_true", help="print the load's JSON answer")
     parser.set_defaults(func=cmd_load)
 
@@ -204,6 +208,13 @@ def cmd_load(args) -> int:
                          ("context_length", args.context_length), ("gpu_offload", args.gpu)):
         if value is not None:
             body[field] = value
+    if args.estimate_only:
+        answer = api.estimate(body)
+        if args.json:
+            print_json(answer)
+        else:
+            print_estimate(answer, output.stdout_console())
+        return 0
     try:
         with output.load_progress(reference) as report:
             loaded = api.load(body, on_progress=report)
@@ -216,6 +227,39 @@ def cmd_load(args) -> int:
         print(f"Loaded {reference} as {loaded['instance_id']!r} "
               f"in {loaded.get('load_time_seconds', 0):.2f} s")
     return 0
+
+
+PARTS = (("weights", "weights"), ("kv_cache", "KV cache"), ("compute", "compute"),
+         ("overhead", "overhead"))
+
+
+def print_estimate(answer: dict, console) -> None:
+    """`load --estimate-only`: the estimate by part, in RAM and on the GPUs, and the verdict."""
+    estimate, gpu = answer["estimate"], answer["mode"] == "gpu"
+    console.print(f"Estimate for {answer['model_key']}@{answer['variant']} "
+                  f"(context {answer['load_config'].get('context_length', '-')}, "
+                  f"{answer['mode'].upper()} mode):")
+    grid = output.table("PART", *(("RAM", "GPU") if gpu else ()), "TOTAL",
+                        right=("RAM", "GPU", "TOTAL"))
+    for part, label in PARTS:
+        total, on_gpu = estimate[f"{part}_bytes"], estimate["on_gpu"][f"{part}_bytes"]
+        grid.add_row(label, *((output.size(total - on_gpu), output.size(on_gpu)) if gpu else ()),
+                     output.size(total))
+    grid.add_row("total", *((output.size(estimate["ram_bytes"]),
+                             output.size(estimate["gpu_bytes"])) if gpu else ()),
+                 output.size(estimate["total_bytes"]))
+    console.print(grid)
+    available = ", ".join(f"{output.size(answer['available'][f'{pool}_bytes'])} of {name}"
+                          for pool, name in (("gpu", "GPU memory"), ("ram", "RAM"))
+                          if f"{pool}_bytes" in answer["available"])
+    console.print(f"Available now: {available}")
+    verdict = ("fits" if answer["fits"] else
+               "does not fit; the evict guardrail would unload idle instances first"
+               if answer["passes_guardrail"] and answer["guardrail"] == "evict" else
+               "does not fit; it would load anyway (guardrail off)"
+               if answer["passes_guardrail"] else
+               f"does not fit: a load would be refused (guardrail {answer['guardrail']})")
+    console.print(f"Verdict: {verdict}")
 
 
 # -- unload ------------------------------------------------------------------------------------
@@ -262,17 +306,45 @@ def _loaded_section(status: dict, console) -> None:
         console.print(instances_table(loaded))
 
 
+def _memory_section(status: dict, console) -> None:
+    """Memory per pool (and per GPU), and each instance's estimate next to its use."""
+    memory = status["memory"]
+    limit = f", limit {output.size(memory['limit_bytes'])}" if memory["limit_bytes"] else ""
+    console.print()
+    console.print(f"Memory ({memory['mode'].upper()} mode, guardrail {memory['guardrail']}{limit})")
+    grid = output.table("POOL", "TOTAL", "FREE", "RESERVED", "INSTANCES", "AVAILABLE",
+                        right=("TOTAL", "FREE", "RESERVED", "INSTANCES", "AVAILABLE"))
+    for pool in memory["pools"]:
+        grid.add_row("GPU" if pool["pool"] == "gpu" else "RAM", output.size(pool["total_bytes"]),
+                     output.size(pool["free_bytes"]), output.size(pool["reserved_bytes"]),
+                     output.size(pool["instances_bytes"]), output.size(pool["available_bytes"]))
+    for gpu in memory["gpus"]:
+        grid.add_row(f"  GPU {gpu['index']} {gpu['name']}", output.size(gpu["total_bytes"]),
+                     output.size(gpu["free_bytes"]), "", "", "")
+    console.print(grid)
+    if memory["instances"]:
+        console.print()
+        grid = output.table("IDENTIFIER", "ESTIMATE", "AFTER LOAD", "IN USE", "PEAK",
+                            right=("ESTIMATE", "AFTER LOAD", "IN USE", "PEAK"))
+        for i in memory["instances"]:
+            def total(use):
+                return output.size(use["total_bytes"]) if use else "-"
+            grid.add_row(i["id"], total(i["estimate"]), total(i["measured"]), total(i["in_use"]),
+                         output.size(i["in_use"]["ram_peak_bytes"]) if i["in_use"] else "-")
+        console.print(grid)
+
+
 # What `status` shows after its first line, in order; each takes (status dict, console).
-# A section with its own data (e.g. a memory table from /api/v1/resources) adds its key to the
-# status dict in cmd_status and its function here.
-STATUS_SECTIONS = (_loaded_section,)
+# A section with its own data (e.g. the memory table from /api/v1/resources) adds its key to
+# the status dict in cmd_status and its function here.
+STATUS_SECTIONS = (_loaded_section, _memory_section)
 
 
 def cmd_status(args) -> int:
     api = client(args)
     models = api.models()  # raises "cannot reach lmhost at URL: ..." when it is down
     status = {"url": api.url, "running": True, "models": [m["key"] for m in models],
-              "loaded": instances(models)}
+              "loaded": instances(models), "memory": api.resources()}
     if args.json:
         print_json(status)
         return 0

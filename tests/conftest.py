@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from contextlib import contextmanager
 
 import pytest
 
@@ -151,18 +152,12 @@ class Live:
         return next(m["loaded_instances"] for m in models if m["key"] == key)
 
 
-@pytest.fixture
-def live(short_tmp, request):
-    """A real supervisor over the demo models. Settings can be overridden per test with
-    ``@pytest.mark.parametrize("live", [{"unload_timeout": 60}], indirect=True)``."""
+@contextmanager
+def running_supervisor(settings):
+    """A real supervisor for `settings`, as a `Live`; afterwards none of its processes is left."""
     from tests.helpers import our_processes, wait_for
-    from lmhost import synthetic
     from workers.client import start_supervisor, stop_supervisor
 
-    synthetic.write_demo_models(short_tmp / "models")
-    overrides = {"instance_threads": 1, "unload_timeout": 5, **getattr(request, "param", {})}
-    settings = load_settings(env={}, models_dir=short_tmp / "models", state_dir=short_tmp / "state",
-                             **overrides)
     assert start_supervisor(settings, wait=30)
     yield Live(settings)
     stop_supervisor(settings, timeout=20)
@@ -172,3 +167,17 @@ def live(short_tmp, request):
     finally:
         for pid in our_processes(settings.state_dir):  # never leak into later tests
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def live(short_tmp, request):
+    """A real supervisor over the demo models. Settings can be overridden per test with
+    ``@pytest.mark.parametrize("live", [{"unload_timeout": 60}], indirect=True)``."""
+    from lmhost import synthetic
+
+    synthetic.write_demo_models(short_tmp / "models")
+    overrides = {"instance_threads": 1, "unload_timeout": 5, **getattr(request, "param", {})}
+    settings = load_settings(env={}, models_dir=short_tmp / "models", state_dir=short_tmp / "state",
+                             **overrides)
+    with running_supervisor(settings) as live:
+        yield live

@@ -102,6 +102,17 @@ def spare_pids(state_dir) -> list[int]:
             if b"workers.instance" in _cmdline(pid) and pid not in owned]
 
 
+def break_model(path) -> Path:
+    """Make a whole GGUF file that llama.cpp refuses: a tensor it needs is renamed in the
+    header (same length), so the catalog lists it but its load fails (422) with llama.cpp's
+    reason ("tensor 'output_norm.weight' not found"). A truncated file is not listed at all."""
+    path = Path(path)
+    data = path.read_bytes()
+    assert data.count(b"output_norm.weight") == 1
+    path.write_bytes(data.replace(b"output_norm.weight", b"output_norm.wEight"))
+    return path
+
+
 # -- API tokens the suite uses, and the check that no log holds one ----------------------------
 
 TOKENS_USED: set[str] = set()

@@ -35,7 +35,7 @@ from workers.model_facts import FileFacts
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "catalog-cache.json"
-CACHE_VERSION = 2  # bump when FileFacts changes
+CACHE_VERSION = 3  # bump when FileFacts changes (3: tensor sizes; incomplete files refused)
 
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
@@ -325,8 +325,7 @@ class Catalog:
                 continue
             head = facts[0]
             if len(facts) > 1:  # tensors are spread over the parts; metadata is in the first
-                head = FileFacts.from_json({**head.to_json(),
-                                            "n_params": sum(f.n_params for f in facts)})
+                head = head.with_parts(facts)
             quant = head.quantization[0].lower() if head.quantization else None
             stem = names[0][:-5].lower()
             variants.append(Variant(quant or stem, tuple(s.path for s in stats),

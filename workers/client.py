@@ -176,3 +176,10 @@ class SupervisorClient:
     def unload(self, instance_id: str) -> dict:
         return self.call({"op": "unload", "instance_id": instance_id},
                          timeout=self.settings.unload_timeout + 30)
+
+    def estimate(self, load_request: dict) -> dict:
+        """A load's memory estimate and whether it would fit now; nothing is loaded."""
+        return self.call({"op": "estimate", "request": load_request}, timeout=30)
+
+    def resources(self) -> dict:
+        return self.call({"op": "resources"}, timeout=30)

@@ -42,6 +42,12 @@ class Unavailable(LmhostError):
     type = "unavailable"
 
 
+class InsufficientMemory(LmhostError):
+    """A load that does not fit in memory (503); the message gives needed vs available bytes."""
+
+    type = "insufficient_memory"
+
+
 class InstanceCrashed(LmhostError):
     """An instance died unasked (a signal, an unexpected exit) while loaded or serving; the
     message names the signal and quotes its stderr (`workers.crashes`). A 500: the engine,
@@ -52,7 +58,7 @@ class InstanceCrashed(LmhostError):
 
 ERRORS_BY_TYPE = {cls.type: cls for cls in (
     LmhostError, InvalidRequest, ModelNotFound, InstanceNotFound, IdentifierConflict,
-    ModelLoadFailed, Unavailable)}
+    ModelLoadFailed, Unavailable, InsufficientMemory)}
 
 
 class ErrorBodySchema(Schema):

@@ -9,9 +9,15 @@ Every read is checked against the file's size, and every count is checked agains
 before a loop starts, so a truncated or hostile file raises `GgufError` quickly instead of
 looping or allocating: the loops are bounded by the file's length.
 
+The tensor table also says where the data ends (each tensor's offset plus its size, from its
+type and shape): `read_header` refuses a file whose tensor data runs past its end, such as an
+interrupted download, whose header alone looks fine.
+
 GGUF layout (v2/v3, little- or big-endian): magic "GGUF", u32 version, u64 tensor count,
 u64 key/value count, the key/values, then one info record per tensor
-(name, u32 n_dims, u64 dims[n_dims], u32 ggml type, u64 offset).
+(name, u32 n_dims, u64 dims[n_dims], u32 ggml type, u64 offset), then the tensor data, from
+the end of the header rounded up to ``general.alignment`` (32 by default); tensor offsets
+count from there.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ import os
 import struct
 from dataclasses import dataclass
 
+from workers import quantization
+
 MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
 
 # Value types of the GGUF key/value section: type id -> struct format (scalars only).
 _SCALAR_FORMATS = {
@@ -53,6 +62,7 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     ggml_type: int
+    offset: int = 0  # of its data, from the start of the data section
 
     @property
     def n_elements(self) -> int:
@@ -61,12 +71,22 @@ class TensorInfo:
             n *= dim
         return n
 
+    @property
+    def n_bytes(self) -> int | None:
+        """Its data's size; None for a ggml type this reader does not know."""
+        return quantization.tensor_bytes(self.ggml_type, self.n_elements)
+
 
 @dataclass(frozen=True)
 class GgufHeader:
     version: int
     metadata: dict  # key -> int | float | bool | str | ArrayValue
     tensors: tuple[TensorInfo, ...]
+    data_offset: int = 0  # where the tensor data starts in the file
+
+    def data_end(self) -> int:
+        """Where the last tensor's data ends in the file (tensors of unknown types left out)."""
+        return self.data_offset + max((t.offset + (t.n_bytes or 0) for t in self.tensors), default=0)
 
 
 class _Cursor:
@@ -178,16 +198,26 @@ def parse_header(buf) -> GgufHeader:
         shape = struct.unpack_from(f"{cur.order}{n_dims}Q", cur.buf, cur.off)
         cur.off += 8 * n_dims
         ggml_type = cur.scalar("I", name)
-        cur.scalar("Q", name)  # data offset: not needed for listing
-        tensors.append(TensorInfo(name, tuple(shape), ggml_type))
-    return GgufHeader(version, metadata, tuple(tensors))
+        offset = cur.scalar("Q", name)
+        tensors.append(TensorInfo(name, tuple(shape), ggml_type, offset))
+    alignment = metadata.get("general.alignment")
+    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0:
+        alignment = DEFAULT_ALIGNMENT
+    data_offset = -(-cur.off // alignment) * alignment
+    return GgufHeader(version, metadata, tuple(tensors), data_offset)
 
 
 def read_header(path: str | os.PathLike) -> GgufHeader:
-    """Read the header of the GGUF file at `path` (the file is mapped, not read whole)."""
+    """Read the header of the GGUF file at `path` (the file is mapped, not read whole). A file
+    whose tensor data runs past its end is incomplete: `GgufError`."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise GgufError("empty file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return parse_header(mapped)
+            header = parse_header(mapped)
+    end = header.data_end()
+    if end > size:
+        raise GgufError(f"incomplete: its tensor data ends at byte {end:,} but the file has "
+                        f"{size:,} bytes (an interrupted download?)")
+    return header

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from workers.catalog import Model, Variant
 from workers.errors import InvalidRequest, ModelLoadFailed
+from workers.estimate import Estimate, estimate_load
 
 DEFAULT_EVAL_BATCH_SIZE = 512
 DEFAULT_FLASH_ATTENTION = False
@@ -30,7 +31,7 @@ class LoadPlan:
     type: str               # "llm" | "embedding"
     llama_kwargs: dict      # keyword arguments of llama_cpp.Llama, JSON-able
     load_config: dict       # what was applied, as seed 000 echoes it for this model type
-    estimate_bytes: int
+    estimate: Estimate      # its memory, on a host with the GPUs plan_load was told of
 
 
 def _gpu_layers(gpu_offload, block_count: int | None) -> int:
@@ -41,19 +42,10 @@ def _gpu_layers(gpu_offload, block_count: int | None) -> int:
     return round(float(gpu_offload) * (block_count or 0))
 
 
-def kv_cache_bytes(model: Model, variant: Variant, n_ctx: int, bytes_per_element: int = 2) -> int:
-    """K and V for every layer: 2 x layers x kv_heads x head_dim x n_ctx x element size
-    (Ollama's estimate; F16 cache)."""
-    f = variant.facts
-    if not (f.block_count and f.embedding_length and f.head_count):
-        return 0
-    head_dim = f.embedding_length // f.head_count
-    kv_heads = f.head_count_kv or f.head_count
-    return 2 * f.block_count * kv_heads * head_dim * n_ctx * bytes_per_element
-
-
 def plan_load(request: dict, model: Model, variant: Variant, *, default_context_length: int,
-              n_threads: int) -> LoadPlan:
+              n_threads: int, gpus: int = 0) -> LoadPlan:
+    """The load `request` asks for, checked against the model; `gpus`: GPUs on this host
+    (0: CPU mode), for the estimate."""
     if model.format != "gguf":
         raise ModelLoadFailed(f"{model.key} is an {model.format.upper()} model: lmhost runs GGUF "
                               "models with llama.cpp and cannot load it", param="model")
@@ -107,5 +99,5 @@ def plan_load(request: dict, model: Model, variant: Variant, *, default_context_
         type=model.type,
         llama_kwargs=kwargs,
         load_config=applied,
-        estimate_bytes=variant.size_bytes + kv_cache_bytes(model, variant, n_ctx),
+        estimate=estimate_load(facts, kwargs, gpus),
     )

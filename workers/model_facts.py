@@ -1,8 +1,10 @@
 """What one model file says about itself, distilled from its GGUF header.
 
 `FileFacts` is plain data (it round-trips through JSON for the on-disk metadata cache) and is
-everything the catalog needs to derive the fields of seed 004 without reading the file again.
-The derivations (`is_embedding`, `params_string`, ...) are pure functions, unit-tested.
+everything the catalog needs to derive the fields of seed 004, and `workers.estimate` a load's
+memory, without reading the file again: the sizes of the weights come from the tensor table
+(per layer, so that a share of the layers can be placed on a GPU). The derivations
+(`is_embedding`, `params_string`, ...) are pure functions, unit-tested.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from workers import quantization
-from workers.gguf_header import GgufHeader
+from workers.gguf_header import ArrayValue, GgufHeader
 
 # Encoder-only architectures: their GGUF files are embedding models (llama.cpp's names).
 ENCODER_ARCHITECTURES = frozenset({
@@ -24,6 +26,7 @@ ENCODER_ARCHITECTURES = frozenset({
 _POOLING_NONE = (-1, 0)
 
 _TOOLS_IN_TEMPLATE = re.compile(r"\btools\b|tool_call")
+_LAYER = re.compile(r"^blk\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,19 @@ class FileFacts:
     embedding_length: int | None
     head_count: int | None
     head_count_kv: int | None
+    # What a load's memory estimate needs (workers.estimate). Weights: bytes of the tensor
+    # data, of each layer's tensors (blk.N.*), of the output layer (output*, placed on the GPU
+    # with the last layer) and of token_embd (which llama.cpp keeps in RAM).
+    tensor_bytes: int = 0
+    layer_bytes: tuple[int, ...] = ()
+    output_bytes: int = 0
+    token_embd_bytes: int = 0
+    output_tied: bool = False  # no output.weight: llama.cpp uses token_embd there
+    vocab_size: int | None = None
+    merges: int = 0
+    key_length: int | None = None
+    value_length: int | None = None
+    feed_forward_length: int | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,7 +68,21 @@ class FileFacts:
         data = dict(data)
         if data.get("quantization") is not None:
             data["quantization"] = tuple(data["quantization"])
+        data["layer_bytes"] = tuple(data.get("layer_bytes") or ())
         return cls(**data)
+
+    def with_parts(self, parts: list["FileFacts"]) -> "FileFacts":
+        """The facts of a split model: this first part's metadata, the tensors of all parts."""
+        layers = [0] * max(len(p.layer_bytes) for p in parts)
+        for part in parts:
+            for index, size in enumerate(part.layer_bytes):
+                layers[index] += size
+        return dataclasses.replace(
+            self, n_params=sum(p.n_params for p in parts),
+            tensor_bytes=sum(p.tensor_bytes for p in parts), layer_bytes=tuple(layers),
+            output_bytes=sum(p.output_bytes for p in parts),
+            token_embd_bytes=sum(p.token_embd_bytes for p in parts),
+            output_tied=all(p.output_tied for p in parts))
 
 
 def _str(metadata: dict, key: str) -> str | None:
@@ -64,6 +94,33 @@ def _int(metadata: dict, key: str) -> int | None:
     value = metadata.get(key)
     # bool is an int in Python; a GGUF bool is never a count.
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _array_length(metadata: dict, key: str) -> int | None:
+    value = metadata.get(key)
+    return value.count if isinstance(value, ArrayValue) else None
+
+
+def _weights(header: GgufHeader) -> dict:
+    """Sizes of the tensor data, in total and by where llama.cpp places it."""
+    layers: dict[int, int] = {}
+    total = output = token_embd = 0
+    has_output = False
+    for tensor in header.tensors:
+        size = tensor.n_bytes or 0
+        total += size
+        layer = _LAYER.match(tensor.name)
+        if layer:
+            index = int(layer[1])
+            layers[index] = layers.get(index, 0) + size
+        elif tensor.name.startswith("output"):
+            output += size
+            has_output = has_output or tensor.name == "output.weight"
+        elif tensor.name == "token_embd.weight":
+            token_embd = size
+    count = max(layers) + 1 if layers else 0
+    return {"tensor_bytes": total, "layer_bytes": tuple(layers.get(i, 0) for i in range(count)),
+            "output_bytes": output, "token_embd_bytes": token_embd, "output_tied": not has_output}
 
 
 def facts_from_header(header: GgufHeader) -> FileFacts:
@@ -91,6 +148,12 @@ def facts_from_header(header: GgufHeader) -> FileFacts:
         embedding_length=_int(meta, prefix + "embedding_length"),
         head_count=_int(meta, prefix + "attention.head_count"),
         head_count_kv=_int(meta, prefix + "attention.head_count_kv"),
+        vocab_size=_array_length(meta, "tokenizer.ggml.tokens"),
+        merges=_array_length(meta, "tokenizer.ggml.merges") or 0,
+        key_length=_int(meta, prefix + "attention.key_length"),
+        value_length=_int(meta, prefix + "attention.value_length"),
+        feed_forward_length=_int(meta, prefix + "feed_forward_length"),
+        **_weights(header),
     )
 
 

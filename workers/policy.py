@@ -58,11 +58,11 @@ def idle(status: dict) -> bool:
     return not status.get("busy") and not status.get("queued")
 
 
-def jit_evictions(rows: list[dict], new_id: str) -> list[dict]:
+def jit_evictions(rows: list[dict]) -> list[dict]:
     """Auto-evict (LM Studio's): a new JIT load unloads the earlier JIT-loaded instances.
     Explicitly loaded ones are never candidates, nor is anything still loading; whether a
     candidate is idle is decided by the instance itself, atomically (op "evict")."""
-    return [r for r in rows if r.get("jit") and r["state"] == State.LOADED and r["id"] != new_id]
+    return [r for r in rows if r.get("jit") and r["state"] == State.LOADED]
 
 
 def pick_least_busy(candidates: list[tuple[str, dict]]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Names and nominal bits per weight of llama.cpp's quantization types.
+"""Names, nominal bits per weight and storage sizes of llama.cpp's quantization types.
 
 Two enumerations matter: `general.file_type` (llama.cpp's `llama_ftype`, what the file as a
 whole was quantized to) and each tensor's ggml type. "Nominal bits" is the number in the
@@ -28,7 +28,18 @@ GGML_TYPES: dict[int, tuple[str, int]] = {
     17: ("IQ2_XS", 2), 18: ("IQ3_XXS", 3), 19: ("IQ1_S", 1), 20: ("IQ4_NL", 4),
     21: ("IQ3_S", 3), 22: ("IQ2_S", 2), 23: ("IQ4_XS", 4), 24: ("I8", 8), 25: ("I16", 16),
     26: ("I32", 32), 27: ("I64", 64), 28: ("F64", 64), 29: ("IQ1_M", 1), 30: ("BF16", 16),
-    34: ("TQ1_0", 1), 35: ("TQ2_0", 2), 39: ("MXFP4", 4),
+    34: ("TQ1_0", 1), 35: ("TQ2_0", 2), 39: ("MXFP4", 4), 40: ("NVFP4", 4), 41: ("Q1_0", 1),
+}
+
+# ggml_type -> (elements per block, bytes per block): ggml's type traits (ggml.c), which the
+# tensor table needs to say where each tensor's data ends. F16 is (1, 2): 2 bytes an element.
+GGML_BLOCKS: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+    9: (32, 40), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),
+    15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18),
+    21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4),
+    27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66),
+    39: (32, 17), 40: (64, 36), 41: (128, 18),
 }
 
 
@@ -56,3 +67,20 @@ def dominant_tensor_type(tensors) -> tuple[str, int] | None:
         return None
     winner = max(sorted(votes), key=votes.__getitem__)
     return GGML_TYPES.get(winner)
+
+
+def tensor_bytes(ggml_type: int, n_elements: int) -> int | None:
+    """Bytes a tensor of `n_elements` of `ggml_type` takes; None for a type this table does
+    not know (a newer llama.cpp's)."""
+    block = GGML_BLOCKS.get(ggml_type)
+    if block is None:
+        return None
+    per_block, size = block
+    return -(-n_elements // per_block) * size
+
+
+def bytes_per_element(ggml_type: int) -> float:
+    """Average bytes an element of `ggml_type` takes (a KV cache's element size); F16's 2 for
+    an unknown type."""
+    per_block, size = GGML_BLOCKS.get(ggml_type, (1, 2))
+    return size / per_block

@@ -49,7 +49,7 @@ class InstanceRecord:
     load_config: dict             # what was applied, as seed 000 echoes it
     ttl: int | None
     created: float                # wall clock
-    estimate_bytes: int
+    estimate: dict                # its memory estimate by part (workers.estimate.Estimate.to_json)
     handle: str = ""              # names socket and log file (ids may hold "/"); set at spawn
     jit: bool = False             # loaded by an inference request: auto-evict may unload it
     state: State = State.LOADING
@@ -59,6 +59,7 @@ class InstanceRecord:
     socket: str | None = None
     load_time: float | None = None
     last_used: float | None = None
+    measured: dict | None = None  # its memory right after the load (memory.ProcessUse.to_json)
     # the model's listing entry when it loaded (seed 004's fields): the listing still shows a
     # loaded instance whose file was deleted meanwhile, and requests still reach it
     model_entry: dict = field(default_factory=dict)
@@ -71,8 +72,8 @@ class InstanceRecord:
             "state": self.state.value, "progress": self.progress,
             "load_config": self.load_config, "ttl": self.ttl, "created": self.created,
             "last_used": self.last_used if self.last_used is not None else self.created,
-            "load_time_seconds": self.load_time, "estimate_bytes": self.estimate_bytes,
-            "jit": self.jit, "model_entry": self.model_entry,
+            "load_time_seconds": self.load_time, "estimate": self.estimate,
+            "measured": self.measured, "jit": self.jit, "model_entry": self.model_entry,
         }
 
 

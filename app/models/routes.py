@@ -3,20 +3,21 @@ from __future__ import annotations
 import itertools
 import json
 
-from flask import request
+from flask import jsonify, request
 
 from app.api import Blueprint
 from app.errors import ErrorSchema
 from app.extensions import engine
-from app.models.schemas import (LOAD_EXAMPLE, UNLOAD_EXAMPLE, LoadProgressSchema,
-                                LoadRequestSchema, LoadResponseSchema, ModelListSchema,
-                                UnloadRequestSchema, UnloadResponseSchema)
+from app.models.schemas import (LOAD_EXAMPLE, UNLOAD_EXAMPLE, LoadEstimateSchema,
+                                LoadProgressSchema, LoadRequestSchema, LoadResponseSchema,
+                                ModelListSchema, UnloadRequestSchema, UnloadResponseSchema)
 from app.sse import MEDIA_TYPE, event_stream
 
 blp = Blueprint("models", __name__, url_prefix="/api/v1/models",
                 description="Models on disk and their loaded instances (LM Studio REST v1)")
 
 _LOADED = LoadResponseSchema()
+_ESTIMATE = LoadEstimateSchema()
 
 
 @blp.route("")
@@ -30,7 +31,10 @@ def list_models():
 
 @blp.route("/load", methods=["POST"])
 @blp.arguments(LoadRequestSchema, example=LOAD_EXAMPLE)
-@blp.response(200, LoadResponseSchema)
+@blp.response(200, {"oneOf": [LoadResponseSchema, LoadEstimateSchema]},
+              description="The instance, loaded (`LoadResponse`); with `estimate_only: true`, "
+                          "the memory estimate and whether it fits now, nothing loaded "
+                          "(`LoadEstimate`, always JSON)")
 @blp.streams("The instance, loaded (or found, with `reuse_existing`). With `Accept: "
              "text/event-stream`, server-sent events: `progress` (0.0 to 1.0, monotonic, ending "
              "at 1.0), then `loaded` with the JSON answer, or `error` with the error body",
@@ -40,6 +44,8 @@ def list_models():
             "insufficient_memory", "unavailable")
 def load_model(load_request):
     """Load a model instance (seed 000)."""
+    if load_request.get("estimate_only"):
+        return jsonify(_ESTIMATE.dump(engine().supervisor.estimate(load_request)))
     messages = engine().supervisor.load(load_request)
     # The first message comes once the supervisor has validated the request: an unknown model,
     # a taken identifier or a bad config still gets its own HTTP status, even for SSE.
@@ -48,7 +54,7 @@ def load_model(load_request):
         return event_stream(map(_load_event, messages), error_event="error")
     for message in messages:
         if "result" in message:
-            return message["result"]
+            return jsonify(_LOADED.dump(message["result"]))
 
 
 def _load_event(message: dict) -> tuple[str, bytes]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from app.fields import Alternatives, StrictBoolean, StrictInteger
+from app.resources.schemas import LoadEstimateSchema
 from workers.listing import InstanceConfigSchema, ModelListSchema
 
-__all__ = ["GpuOffload", "LoadProgressSchema", "LoadRequestSchema", "LoadResponseSchema",
-           "ModelListSchema", "UnloadRequestSchema", "UnloadResponseSchema"]
+__all__ = ["GpuOffload", "LoadEstimateSchema", "LoadProgressSchema", "LoadRequestSchema",
+           "LoadResponseSchema", "ModelListSchema", "UnloadRequestSchema", "UnloadResponseSchema"]
 
 LOAD_EXAMPLE = {"model": "openai/gpt-oss-20b", "context_length": 16384, "flash_attention": True,
                 "echo_load_config": True}  # seed 000's own example
@@ -61,6 +62,8 @@ class LoadRequestSchema(Schema):
     reuse_existing = StrictBoolean()
     gpu_offload = GpuOffload()
     seed = StrictInteger(validate=validate.Range(min=0, max=2**32 - 1))
+    estimate_only = StrictBoolean(metadata={
+        "description": "answer with the memory estimate and whether it fits now; load nothing"})
 
 
 class LoadResponseSchema(Schema):

@@ -1,6 +1,7 @@
 """Model management, shared by the ``llm`` and ``embedding`` namespaces.
 
-RPCs ``listLoaded``, ``getModelInfo``, ``getLoadConfig``, ``unloadModel``; channels
+RPCs ``listLoaded``, ``getModelInfo``, ``getLoadConfig``, ``unloadModel``,
+``estimateModelUsage`` (the REST load's ``estimate_only`` answer, in the SDK's shape); channels
 ``loadModel`` (always a new instance) and ``getOrLoad``. Thin: they read the same instance
 table as ``GET /api/v1/models`` and call the same supervisor operations as the REST load and
 unload views, with the request the REST view would build (`app.sdk.loadconfig.load_request`).
@@ -35,7 +36,7 @@ class ModelHandlers:
             name=self.type,
             rpc={"listLoaded": self.list_loaded, "getModelInfo": self.get_model_info,
                  "getLoadConfig": self.get_load_config, "unloadModel": self.unload_model,
-                 **(extra_rpc or {})},
+                 "estimateModelUsage": self.estimate_model_usage, **(extra_rpc or {})},
             channels={"loadModel": self.load_model, "getOrLoad": self.get_or_load,
                       **(extra_channels or {})},
             convert=self.convert)
@@ -158,6 +159,14 @@ class ModelHandlers:
             raise self._not_found({"identifier": identifier},
                                   f"No loaded {self.type} model with identifier {identifier!r}") from None
 
+    def estimate_model_usage(self, params) -> dict:
+        """The memory a load with this config would take, and whether it passes the guardrail
+        now: the supervisor's estimate, as for ``estimate_only`` REST loads."""
+        params = _object(params, "estimateModelUsage")
+        reference, _, _ = self._resolve(_string(params, "modelKey"))
+        request = loadconfig.load_request(self.type, params.get("loadConfigStack"), model=reference)
+        return _estimated_usage(self.eng.supervisor.estimate(request))
+
     # -- channels ----------------------------------------------------------------------------
 
     def load_model(self, params, channel: Channel) -> None:
@@ -254,6 +263,21 @@ class ModelHandlers:
         if isinstance(error, ModelLoadFailed):
             return SdkError("Failed to load the model", cause=message)
         return SdkError(message)
+
+
+def _estimated_usage(answer: dict) -> dict:
+    """An ``estimate_only`` answer as the SDK's ``EstimatedResourcesUsage``: model = weights,
+    context = KV cache and compute buffers; confidence is low on a GPU (not calibrated there)."""
+    estimate, on_gpu = answer["estimate"], answer["estimate"]["on_gpu"]
+    return {"memory": {
+        "confidence": "low" if answer["mode"] == "gpu" else "high",
+        "modelVramBytes": on_gpu["weights_bytes"],
+        "contextVramBytes": on_gpu["kv_cache_bytes"] + on_gpu["compute_bytes"],
+        "totalVramBytes": estimate["gpu_bytes"],
+        "modelBytes": estimate["weights_bytes"],
+        "contextBytes": estimate["kv_cache_bytes"] + estimate["compute_bytes"],
+        "totalBytes": estimate["total_bytes"]},
+        "passesGuardrails": answer["passes_guardrail"]}
 
 
 def _object(params, endpoint: str) -> dict:

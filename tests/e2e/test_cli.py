@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import LMHOST, clean_env, free_port
+from tests.helpers import break_model
 
 ESC = "\x1b"
 
@@ -125,8 +126,10 @@ def test_ls_ps_load_status_piped_are_plain_text_and_json_parses(demo_server):
 
     status = ok(lmhost("status", url=url)).splitlines()
     assert status[:2] == [f"lmhost is running at {url}", "3 model(s) on disk, 2 instance(s) loaded"]
-    assert status[3].split()[0] == "IDENTIFIER" and len(status) == 6
+    assert status[3].split()[0] == "IDENTIFIER" and status[6] == ""
+    assert status[7].startswith("Memory (CPU mode, guardrail strict")  # tests/e2e/test_memory.py
     as_json = json.loads(ok(lmhost("status", "--json", url=url)))
+    assert [i["id"] for i in as_json.pop("memory")["instances"]] == ["tiny-llama", "tiny-llama:2"]
     assert as_json == {"url": url, "running": True,
                        "models": ["tiny-embed", "tiny-llama", "tiny-moe"], "loaded": instances}
 
@@ -195,7 +198,7 @@ def test_errors_are_one_line_on_stderr_with_a_non_zero_exit(short_tmp, demo_serv
 
     # a file llama.cpp cannot load fails during the event stream: its `error` event's message
     broken = synthetic.write_dense_llama(short_tmp / "models" / "bad" / "broken-GGUF" / "broken.gguf")
-    broken.path.write_bytes(broken.path.read_bytes()[:broken.path.stat().st_size // 2])
+    break_model(broken.path)
     failed = lmhost("load", "broken", url=url)
     assert failed.returncode == 1 and failed.stdout == "" and "Traceback" not in failed.stderr
     assert len(failed.stderr.splitlines()) == 1 and "broken.gguf" in failed.stderr, failed.stderr

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.helpers import our_processes, wait_for
+from tests.helpers import break_model, our_processes, wait_for
 from lmhost import synthetic
 from workers import procs
 
@@ -157,8 +157,7 @@ def test_sigkill_of_an_instance_drops_its_row_at_once(live):
 
 def test_corrupt_model_file_is_422_with_llama_cpp_reason(live):
     good = synthetic.write_dense_llama(live.settings.models_dir / "bad" / "broken-GGUF" / "broken.gguf")
-    data = good.path.read_bytes()
-    good.path.write_bytes(data[: len(data) // 2])  # header intact (the catalog lists it), tensors cut
+    break_model(good.path)  # whole (the catalog lists it), but a tensor llama.cpp needs is missing
     response = live.load(model="broken")
     assert response.status_code == 422, response.get_json()
     error = response.get_json()["error"]
@@ -196,7 +195,7 @@ def test_logs_of_cleanly_stopped_instances_are_removed_failures_kept(live):
     live.unload("tiny-llama")
     assert not (logs / f"{row['handle']}.log").exists()
     broken = synthetic.write_dense_llama(live.settings.models_dir / "bad" / "cut-GGUF" / "cut.gguf")
-    broken.path.write_bytes(broken.path.read_bytes()[:200_000])
+    break_model(broken.path)
     assert live.load(model="cut").status_code == 422
     kept = [p for p in logs.iterdir() if "error loading model" in p.read_text()]
     assert len(kept) == 1  # the failed load's log stays, for whoever investigates

@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 
 from lmhost import synthetic
+from tests.helpers import break_model
 
 SNAPSHOT = Path(__file__).parents[1] / "contract" / "openapi.json"
 CHAT = [{"role": "user", "content": "Hello"}]
@@ -143,7 +144,7 @@ def test_answers_match_the_document(live):
     call("POST", "/api/v1/models/load", 404, {"model": "nope"})
     call("POST", "/api/v1/models/load", 409, {"model": "tiny-moe", "identifier": "tiny-llama"})
     broken = synthetic.write_dense_llama(live.settings.models_dir / "bad" / "cut-GGUF" / "cut.gguf")
-    broken.path.write_bytes(broken.path.read_bytes()[:200_000])
+    break_model(broken.path)
     call("POST", "/api/v1/models/load", 422, {"model": "cut"})
     call("POST", "/v1/chat/completions", 400, {"model": "tiny-embed", "messages": CHAT})
     call("POST", "/v1/embeddings", 404, {"model": "nope", "input": "a"})

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.helpers import write_gguf
-from workers.catalog import Catalog, group_gguf_files, model_key
+from workers.catalog import CACHE_VERSION, Catalog, group_gguf_files, model_key
 from workers.errors import ModelNotFound
 from workers.gguf_header import read_header
 
@@ -149,4 +149,4 @@ def test_damaged_disk_cache_costs_only_a_cold_listing(models_dir, tmp_path):
     state.mkdir()
     (state / "catalog-cache.json").write_text("{not json")
     assert _keys(Catalog(models_dir, state)) == ["a"]
-    assert json.loads((state / "catalog-cache.json").read_text())["version"] == 2
+    assert json.loads((state / "catalog-cache.json").read_text())["version"] == CACHE_VERSION

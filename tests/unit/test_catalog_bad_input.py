@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import write_gguf
 from workers.catalog import Catalog
+from workers.gguf_header import read_header
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,9 @@ def good(models_dir):
     (lambda p: p.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(4000)), "not a usable GGUF"),
     (lambda p: p.write_text("this is a text file named .gguf\n" * 10), "bad magic"),
     (lambda p: p.write_bytes(b""), "empty file"),
-], ids=["truncated", "magic-then-garbage", "not-gguf", "zero-bytes"])
+    (lambda p: p.write_bytes(p.read_bytes()[:read_header(p).data_end() - 1]),
+     "incomplete: its tensor data ends at byte"),
+], ids=["truncated", "magic-then-garbage", "not-gguf", "zero-bytes", "interrupted-download"])
 def test_bad_file_is_left_out_and_logged_once(good, caplog, make, fragment):
     bad = write_gguf(good / "pub" / "bad-GGUF" / "bad.gguf")
     make(bad)
@@ -54,6 +57,22 @@ def test_bad_variant_does_not_hide_the_good_one(good, caplog):
     (good / "pub" / "good-GGUF" / "good-Q4_0.gguf").write_bytes(b"GGUF garbage")
     (model,) = Catalog(good).list_models()
     assert [v.name for v in model.variants] == ["q8_0"]
+
+
+def test_an_incomplete_copy_is_not_a_variant_and_comes_back_once_complete(good, caplog):
+    """An interrupted download (header intact, tensor data cut short) is left out, whatever
+    its name; once the file is complete (new size) it is listed."""
+    complete = good / "pub" / "good-GGUF" / "good-Q8_0.gguf"
+    partial = good / "pub" / "good-GGUF" / "good-F16.gguf"
+    data = write_gguf(partial, file_type=1, tensors={"w": (128, 128)}).read_bytes()
+    partial.write_bytes(data[:len(data) // 2])
+    catalog = Catalog(good)
+    (model,) = catalog.list_models()
+    assert [v.name for v in model.variants] == ["q8_0"] and model.selected.files == (complete,)
+    assert len(_warnings(caplog, "incomplete")) == 1
+    partial.write_bytes(data)
+    (model,) = catalog.list_models()
+    assert sorted(v.name for v in model.variants) == ["f16", "q8_0"]
 
 
 def test_symlinks_out_of_the_models_dir_are_not_followed(good, tmp_path, caplog):
@@ -107,6 +126,7 @@ _LIST_SCRIPT = """
 import json, logging, os, sys
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
 from workers.catalog import Catalog
+from workers.gguf_header import read_header
 if os.geteuid() == 0:  # root reads everything: drop to nobody once the imports are done
     os.setgid(65534)
     os.setuid(65534)

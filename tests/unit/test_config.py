@@ -88,6 +88,34 @@ def test_client_url_ignores_the_server_settings():
     assert client_url(None, env={"LMHOST_WROKERS": "x", "LMHOST_PORT": "abc"}) == Settings.url
 
 
+@pytest.mark.parametrize("raw, expected", [
+    ("0", 0), ("1048576", 1 << 20), ("512M", 512 << 20), ("8G", 8 << 30), ("1.5GiB", 3 << 29),
+    ("2gb", 2 << 30), ("100k", 100 << 10), (" 1T ", 1 << 40),
+])
+def test_memory_limit_takes_bytes_or_a_binary_unit(raw, expected):
+    assert load_settings(env={"LMHOST_MEMORY_LIMIT": raw}).memory_limit == expected
+
+
+@pytest.mark.parametrize("env", [
+    {"LMHOST_MEMORY_LIMIT": "lots"}, {"LMHOST_MEMORY_LIMIT": "-1"}, {"LMHOST_MEMORY_LIMIT": ""},
+    {"LMHOST_MEMORY_LIMIT": "nan"}, {"LMHOST_MEMORY_LIMIT": "8X"}, {"LMHOST_GUARDRAIL": "lru"},
+    {"LMHOST_EVICT_EXPLICIT": "sometimes"},
+])
+def test_memory_settings_refuse_bad_values(env):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert str(info.value).startswith(next(iter(env)) + ":")
+
+
+def test_memory_settings_defaults_and_round_trip():
+    s = load_settings(env={})
+    assert (s.memory_limit, s.guardrail, s.evict_explicit) == (0, "strict", False)
+    s = load_settings(env={"LMHOST_MEMORY_LIMIT": "1G", "LMHOST_GUARDRAIL": "Evict",
+                           "LMHOST_EVICT_EXPLICIT": "1"})
+    assert (s.memory_limit, s.guardrail, s.evict_explicit) == (1 << 30, "evict", True)
+    assert load_settings(env=to_env(s)) == s
+
+
 def test_every_setting_is_documented_in_config_and_readme():
     import dataclasses
     import config

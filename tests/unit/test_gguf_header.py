@@ -102,3 +102,40 @@ def test_empty_file(tmp_path):
     (tmp_path / "e.gguf").write_bytes(b"")
     with pytest.raises(GgufError, match="empty"):
         read_header(tmp_path / "e.gguf")
+
+
+def test_tensor_offsets_and_where_the_data_ends_agree_with_the_gguf_package(tmp_path):
+    from lmhost.synthetic import write_dense_llama
+    model = write_dense_llama(tmp_path / "q8.gguf", file_type="Q8_0")
+    header = read_header(model.path)
+    reference = gguf.GGUFReader(model.path)
+    assert header.data_offset == reference.data_offset
+    offsets = {t.name: (int(t.data_offset) - reference.data_offset, int(t.n_bytes))
+               for t in reference.tensors}
+    assert {t.name: (t.offset, t.n_bytes) for t in header.tensors} == offsets
+    assert header.data_end() == max(int(t.data_offset) + int(t.n_bytes) for t in reference.tensors)
+    assert header.data_end() <= model.path.stat().st_size
+
+
+def test_a_file_whose_tensor_data_runs_past_its_end_is_refused(tmp_path):
+    path = write_gguf(tmp_path / "m.gguf", tensors={"a.weight": (64, 64), "b": (64,)})
+    full = path.read_bytes()
+    header = read_header(path)
+    path.write_bytes(full[:header.data_end() - 1])  # one byte short: an interrupted download
+    with pytest.raises(GgufError, match="incomplete: its tensor data ends at byte"):
+        read_header(path)
+    path.write_bytes(full[:header.data_offset])  # the header alone, no data at all
+    with pytest.raises(GgufError, match="incomplete"):
+        read_header(path)
+    path.write_bytes(full + b"\0" * 100)  # padding after the data is fine
+    assert read_header(path).data_end() == header.data_end()
+
+
+def test_general_alignment_moves_the_data_section(tmp_path):
+    default = parse_header(_header_bytes([], [_s("t") + struct.pack("<IQIQ", 1, 32, 0, 0)]))
+    assert default.data_offset % 32 == 0 and default.data_offset >= 24 + 8 + 1 + 4 + 8 + 4 + 8
+    aligned = parse_header(_header_bytes(
+        [_s("general.alignment") + struct.pack("<II", 4, 256)],
+        [_s("t") + struct.pack("<IQIQ", 1, 32, 0, 0)]))
+    assert aligned.data_offset == 256
+    assert aligned.data_end() == 256 + 32 * 4  # one F32 tensor of 32 elements

@@ -30,8 +30,8 @@ def test_defaults_and_mapping(catalog):
     assert p.llama_kwargs["n_gpu_layers"] == -1 and p.llama_kwargs["verbose"] is True
     assert p.load_config == {"context_length": 4096, "eval_batch_size": 512,
                              "flash_attention": False, "offload_kv_cache_to_gpu": True}
-    # KV cache: 2 x 4 layers x 2 kv heads x 32 head dim x 4096 ctx x 2 bytes
-    assert p.estimate_bytes == catalog.resolve("dense")[1].size_bytes + 2 * 4 * 2 * 32 * 4096 * 2
+    # KV cache: 2 x 4 layers x 2 kv heads x 32 head dim x 4096 ctx x 2 bytes, all in RAM
+    assert p.estimate.ram["kv_cache"] == 2 * 4 * 2 * 32 * 4096 * 2 and p.estimate.gpu_bytes == 0
     assert plan(catalog, "moe").llama_kwargs["n_ctx"] == 4096  # default capped by trained context
     small = plan(catalog, "dense", context_length=100, eval_batch_size=32, flash_attention=True,
                  offload_kv_cache_to_gpu=False, gpu_offload=0.5)

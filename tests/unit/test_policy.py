@@ -31,11 +31,11 @@ def test_ttl_expired_only_when_idle_long_enough():
     assert not policy.ttl_expired(60, {**idle, "queued": 1})
 
 
-def test_jit_evictions_are_loaded_jit_instances_other_than_the_new_one():
+def test_jit_evictions_are_the_loaded_jit_instances():
     rows = [{"id": "a", "jit": True, "state": "loaded"}, {"id": "b", "jit": False, "state": "loaded"},
             {"id": "c", "jit": True, "state": "loading"}, {"id": "new", "jit": True, "state": "loading"},
             {"id": "d", "jit": True, "state": "unloading"}]
-    assert [r["id"] for r in policy.jit_evictions(rows, "new")] == ["a"]
+    assert [r["id"] for r in policy.jit_evictions(rows)] == ["a"]
 
 
 def test_idle_and_least_busy_order():

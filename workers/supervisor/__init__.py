@@ -5,9 +5,10 @@ Its parts, by an instance's lifecycle (states and transitions: `workers.records`
 
 - `registry`   the instances it knows and the one place their state changes (table writes);
 - `loading`    load and get-or-load: spawn or take a spare, hand over the spec, follow events;
-- `retiring`   unload, TTL expiry, auto-evict, shutdown: one "retire" path;
+- `retiring`   unload, TTL expiry, auto-evict, eviction for memory, shutdown: one "retire" path;
 - `deaths`     the death watch (pidfds), reaping and crash explanations, adoption at start;
 - `control`    the control server the HTTP workers call;
+- `resources`  the memory report (``GET /api/v1/resources``); readings are `workers.memory`'s;
 - `processes`  the process seam (spawn, signal, ask) and "graceful, then kill".
 
 `Supervisor` wires them. Threads: one per control connection, one following each loading
@@ -23,11 +24,13 @@ import threading
 from config import Settings
 from workers.catalog import Catalog
 from workers.engine_probe import Verdict, cpu_info, rebuild_advice
+from workers.memory import Memory
 from workers.statedir import StateDir
 from workers.supervisor.control import ControlServer
 from workers.supervisor.deaths import DeathWatch, adopt_instances
 from workers.supervisor.loading import Loader, SparePool
 from workers.supervisor.processes import Launcher
+from workers.supervisor import resources
 from workers.supervisor.registry import Registry
 from workers.supervisor.retiring import Retirer
 from workers.table import InstanceTable
@@ -44,14 +47,18 @@ class Supervisor:
         self.spares = SparePool(launcher, settings.spare_instances, self.state_dir)
         self.registry.on_load_over = self.spares.refill_later
         self.deaths = DeathWatch(self.registry, self.state_dir, rebuild_advice(cpu_info()["flags"]))
-        self.retirer = Retirer(settings, self.registry, self.stopping)
+        self.memory = Memory(pids=self.registry.pids)  # NVML starts in `start`, not here
+        self.registry.on_gone = self.memory.gone
+        self.retirer = Retirer(settings, self.registry, self.stopping, self.memory)
         self.loader = Loader(settings, engine, Catalog(settings.models_dir, settings.state_dir),
-                             self.registry, self.spares, self.deaths.watch, self.retirer.evict_for)
+                             self.registry, self.spares, self.deaths.watch, self.retirer,
+                             self.memory)
         self.control: ControlServer | None = None
 
     def start(self) -> None:
-        """Adopt what an earlier supervisor left alive, start the watch, the TTL loop and the
-        spares, then answer on the control socket."""
+        """Start NVML (or say CPU mode), adopt what an earlier supervisor left alive, start the
+        watch, the TTL loop and the spares, then answer on the control socket."""
+        self.memory.start()
         threading.Thread(target=self.deaths.run, name="deaths", daemon=True).start()
         adopt_instances(self.registry, self.state_dir, self.deaths)
         threading.Thread(target=self.retirer.expire_idle, name="ttl", daemon=True).start()
@@ -64,6 +71,12 @@ class Supervisor:
 
     def unload(self, instance_id: str) -> dict:
         return self.retirer.unload(instance_id)
+
+    def estimate(self, request: dict) -> dict:
+        return self.loader.estimate(request)
+
+    def resources(self) -> dict:
+        return resources.report(self.memory, self.registry, self.settings)
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "instances": self.registry.rows()}

@@ -1,6 +1,7 @@
 """The control server: what HTTP workers ask the supervisor over ``<state>/supervisor.sock``
 (`workers.client` is the other end). One JSON request per connection: ``ping``, ``status``,
-``load`` (progress events, then the result), ``unload``, ``shutdown``. An engine error is
+``load`` (progress events, then the result), ``unload``, ``estimate`` (a load's memory, loading
+nothing), ``resources`` (memory now), ``shutdown``. An engine error is
 answered in API.md's error shape; nothing a request does can take the supervisor down.
 """
 
@@ -44,6 +45,10 @@ class ControlServer(UnixServer):
             return self.supervisor.load(request["request"], lambda event: self._reply(channel, event))
         if op == "unload":
             return self.supervisor.unload(request["instance_id"])
+        if op == "estimate":
+            return self.supervisor.estimate(request["request"])
+        if op == "resources":
+            return self.supervisor.resources()
         if op == "shutdown":
             self.supervisor.stop()
             return {"stopped": True}

@@ -1,8 +1,11 @@
 """Loading: a load request becomes a LOADING row, a process (a spare when there is one) gets
 its spec, its events drive progress and the LOADED transition, and the caller waits for that.
 
-Get-or-load (``reuse_existing``, what JIT and the SDK's ``model()`` use) is decided under the
-registry's lock together with the identifier: N concurrent calls load once.
+`Loader._admit` is the one decision point of every load (REST, JIT, SDK): get-or-load
+(``reuse_existing``: N concurrent calls load once), the identifier, and memory admission
+(`workers.admission`) are decided under the registry's lock, and the new row — which reserves
+the load's estimated memory from then on — is added in the same hold. Readings, evictions and
+the wait for an unload's memory happen outside the lock, between rounds of the decision.
 """
 
 from __future__ import annotations
@@ -13,21 +16,35 @@ from pathlib import Path
 from typing import Callable
 
 from config import Settings
-from workers import policy
-from workers.catalog import Catalog
+from workers import admission, estimate, policy
+from workers.catalog import Catalog, Model
 from workers.crashes import failure_reason
 from workers.engine_probe import Verdict
-from workers.errors import IdentifierConflict, ModelLoadFailed
+from workers.errors import IdentifierConflict, InsufficientMemory, ModelLoadFailed
 from workers.listing import model_entry
 from workers.loadconfig import LoadPlan, plan_load
+from workers.memory import Memory, Reading
 from workers.records import State
 from workers.statedir import StateDir
 from workers.supervisor.processes import InstanceProcess, Launcher, graceful_then_kill
 from workers.supervisor.registry import Instance, Registry
+from workers.supervisor.retiring import Retirer
 
 log = logging.getLogger("workers.supervisor")
 
 SPARE_EXIT_WAIT = 5.0
+MAX_ADMISSION_ROUNDS = 32  # decide, evict, wait for the memory: a bound, never reached in practice
+
+
+def holders(instances, reading: Reading) -> list[admission.Holder]:
+    """The instances as admission sees them, with their use by `reading`."""
+    result = []
+    for i in instances:
+        use = reading.processes.get(i.pid) if i.pid else None
+        result.append(admission.Holder(i.id, i.state.value, estimate.need(i.estimate),
+                                       use.pools() if use is not None else None, i.jit,
+                                       i.last_used or i.created))
+    return result
 
 
 class SparePool:
@@ -95,8 +112,8 @@ class SparePool:
 
 class Loader:
     def __init__(self, settings: Settings, engine: Verdict, catalog: Catalog, registry: Registry,
-                 spares: SparePool, watch: Callable[[Instance], None],
-                 evict_for: Callable[[Instance], None]):
+                 spares: SparePool, watch: Callable[[Instance], None], retirer: Retirer,
+                 memory: Memory):
         self.settings = settings
         self.state_dir = spares.state_dir
         self.engine = engine          # the engine probe's verdict: extra buffer types on or off
@@ -104,29 +121,95 @@ class Loader:
         self.registry = registry
         self.spares = spares
         self.watch = watch            # the death watch follows every process we start
-        self.evict_for = evict_for    # auto-evict before a JIT load
+        self.retirer = retirer        # auto-evict before a JIT load, evictions to make room
+        self.memory = memory
 
     def load(self, request: dict, emit: Callable[[dict], None]) -> dict:
         """Load (or, with reuse_existing, get-or-load) and return seed 000's response.
         `emit(event)` receives progress events; it may fail (the caller went away): the load
         goes on regardless and the instance stays loaded."""
         reference = request["model"]
-        model, variant = self.catalog.resolve(reference)
-        plan = plan_load(request, model, variant,
-                         default_context_length=self.settings.context_length,
-                         n_threads=self.settings.threads_per_instance)
-        with self.registry.lock:
-            instance = self._reusable(request, plan)
-            reused = instance is not None
-            if not reused:
-                instance = self._new_instance(request, reference, plan)
-                instance.model_entry = model_entry(model)
-                self.registry.add(instance)
+        model, plan = self._plan(request)
+        if request.get("jit") and self.settings.auto_evict:
+            with self.registry.lock:
+                reusable = self._reusable(request, plan) is not None
+            if not reusable:  # before admission: the memory it frees counts
+                self.retirer.evict_for(reference)
+        instance, reused = self._admit(request, reference, plan, model_entry(model))
         if not reused:
-            if instance.jit and self.settings.auto_evict:
-                self.evict_for(instance)
             self._start(instance, plan)
         return self._await_loaded(instance, emit, reused, bool(request.get("echo_load_config")))
+
+    def _plan(self, request: dict) -> tuple[Model, LoadPlan]:
+        model, variant = self.catalog.resolve(request["model"])
+        return model, plan_load(request, model, variant,
+                                default_context_length=self.settings.context_length,
+                                n_threads=self.settings.threads_per_instance,
+                                gpus=self.memory.gpu_count())
+
+    def _admit(self, request: dict, reference: str, plan: LoadPlan,
+               entry: dict) -> tuple[Instance, bool]:
+        """The instance to wait for: one to reuse, or a new row once the load is admitted.
+        Raises `InsufficientMemory` (503) when it does not fit and the guardrail says so."""
+        need = estimate.need(plan.estimate.to_json())
+        refused: set[str] = set()  # instances that would not go this time: serving
+        refreshed = False          # eviction candidates asked when they were last used
+        for _ in range(MAX_ADMISSION_ROUNDS):
+            self.memory.settle()  # an unload's memory shows in the reading first (bounded)
+            reading = self.memory.read()
+            limits = admission.limits(reading.mode, self.settings.memory_limit)
+            with self.registry.lock:
+                instance = self._reusable(request, plan)
+                if instance is not None:
+                    return instance, True
+                self._check_identifier(request)
+                decision = admission.decide(
+                    need, reading.pools(), holders(self.registry.instances.values(), reading),
+                    limits, self.settings.guardrail, self.settings.evict_explicit, refused)
+                if decision.action == "load":
+                    if decision.short:
+                        log.warning("LMHOST_GUARDRAIL=off: loading %r although %s", plan.model_key,
+                                    "; ".join(s.describe() for s in decision.short))
+                    instance = self._new_instance(request, reference, plan)
+                    instance.model_entry = entry
+                    self.registry.add(instance)
+                    return instance, False
+                if decision.action == "refuse":
+                    raise InsufficientMemory(admission.refusal(
+                        plan.model_key, decision, self.settings.guardrail,
+                        self.settings.memory_limit), param="model")
+                victims = [self.registry.instances[i] for i in decision.victims]
+                candidates = [i for i in self.registry.instances.values()
+                              if i.state is State.LOADED]
+            if not refreshed:  # then decide again, least recently used first for real
+                self.retirer.refresh_last_used(candidates)
+                refreshed = True
+                continue
+            for victim in victims:  # least recently used first; stop at one that will not go
+                if not self.retirer.evict(victim, f"evict: making room for {plan.model_key!r}"):
+                    refused.add(victim.id)
+                    break
+        raise InsufficientMemory(f"not enough memory to load {plan.model_key!r}: instances kept "
+                                 "changing while lmhost made room; try again", param="model")
+
+    def estimate(self, request: dict) -> dict:
+        """What a load would take and whether it would fit now; nothing is loaded."""
+        _, plan = self._plan(request)
+        reading = self.memory.read()
+        limits = admission.limits(reading.mode, self.settings.memory_limit)
+        pools = reading.pools()
+        with self.registry.lock:
+            current = holders(self.registry.instances.values(), reading)
+        decision = admission.decide(estimate.need(plan.estimate.to_json()), pools, current,
+                                    limits, self.settings.guardrail, self.settings.evict_explicit)
+        return {
+            "model_key": plan.model_key, "variant": plan.variant, "type": plan.type,
+            "mode": reading.mode, "estimate": plan.estimate.to_json(),
+            "available": {f"{name}_bytes": max(admission.available(pool, current,
+                                                                   limits.get(name, 0)), 0)
+                          for name, pool in pools.items()},
+            "fits": not decision.short, "guardrail": self.settings.guardrail,
+            "passes_guardrail": decision.action != "refuse", "load_config": plan.load_config}
 
     def _reusable(self, request: dict, plan: LoadPlan) -> Instance | None:
         # caller holds the registry's lock
@@ -135,17 +218,21 @@ class Loader:
         row = policy.pick_reusable(self.registry.rows(), plan.model_key, plan.variant)
         return self.registry.instances[row["id"]] if row is not None else None
 
-    def _new_instance(self, request: dict, reference: str, plan: LoadPlan) -> Instance:
+    def _check_identifier(self, request: dict) -> None:
         # caller holds the registry's lock
         identifier = request.get("identifier")
         if identifier is not None and identifier in self.registry.instances:
             raise IdentifierConflict(f"an instance with identifier {identifier!r} exists or is "
                                      "loading", param="identifier")
+
+    def _new_instance(self, request: dict, reference: str, plan: LoadPlan) -> Instance:
+        # caller holds the registry's lock and has checked the identifier
         return Instance(
-            id=identifier or policy.default_identifier(reference, set(self.registry.instances)),
+            id=request.get("identifier") or policy.default_identifier(
+                reference, set(self.registry.instances)),
             model_key=plan.model_key, variant=plan.variant, path=plan.path, type=plan.type,
             load_config=plan.load_config, ttl=request.get("ttl"),
-            created=self.registry.wall_clock(), estimate_bytes=plan.estimate_bytes,
+            created=self.registry.wall_clock(), estimate=plan.estimate.to_json(),
             jit=bool(request.get("jit")))
 
     def _start(self, instance: Instance, plan: LoadPlan) -> None:
@@ -173,7 +260,7 @@ class Loader:
             "instance_id": instance.id, "handle": process.handle, "model_key": instance.model_key,
             "variant": instance.variant, "path": instance.path, "type": instance.type,
             "load_config": instance.load_config, "ttl": instance.ttl,
-            "created": instance.created, "estimate_bytes": instance.estimate_bytes,
+            "created": instance.created, "estimate": instance.estimate,
             "llama_kwargs": plan.llama_kwargs, "jit": instance.jit,
             "model_entry": instance.model_entry,
             "extra_bufts": self.engine.extra_bufts})
@@ -186,7 +273,9 @@ class Loader:
             if kind == "progress":
                 self.registry.progress(instance, float(event.get("progress", 0.0)))
             elif kind == "loaded":
-                self.registry.loaded(instance, event["socket"], event["load_time_seconds"])
+                use = self.memory.read().processes.get(process.pid)
+                self.registry.loaded(instance, event["socket"], event["load_time_seconds"],
+                                     use.to_json() if use is not None else None)
             elif kind == "failed":  # then it exits: the death watch reaps it with this reason
                 tail = self.state_dir.log_tail(instance.handle)
                 instance.error = ModelLoadFailed(

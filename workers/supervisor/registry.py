@@ -52,6 +52,7 @@ class Registry:
         self.instances: dict[str, Instance] = {}  # guarded by lock
         self.failures: list[dict] = []            # guarded by lock; newest last
         self.on_load_over: Callable[[], None] = lambda: None  # called under lock
+        self.on_gone: Callable[[int | None], None] = lambda pid: None  # a process gone; under lock
         self.unwritable: str | None = None        # guarded by lock; why the last write failed
 
     # -- reading -------------------------------------------------------------------------------
@@ -59,6 +60,11 @@ class Registry:
     def rows(self) -> list[dict]:
         with self.lock:
             return [i.to_row() for i in self.instances.values()]
+
+    def pids(self) -> list[int]:
+        """The processes of every instance (loading, loaded or leaving) that has one."""
+        with self.lock:
+            return [i.pid for i in self.instances.values() if i.pid]
 
     def wait_until(self, ready: Callable[[], bool], timeout: float) -> bool:
         """Wait (bounded) until `ready()`, checked under the lock at every change."""
@@ -101,12 +107,14 @@ class Registry:
 
     # -- the transitions -----------------------------------------------------------------------
 
-    def loaded(self, instance: Instance, socket: str, load_time: float) -> None:
-        """LOADING -> LOADED: the instance reported "loaded" and serves its socket."""
+    def loaded(self, instance: Instance, socket: str, load_time: float,
+               measured: dict | None = None) -> None:
+        """LOADING -> LOADED: the instance reported "loaded" and serves its socket; `measured`
+        is its memory then."""
         with self.lock:
             if instance.state is State.LOADING:
                 self._move(instance, State.LOADED, progress=1.0, socket=socket,
-                           load_time=load_time, last_used=self.wall_clock())
+                           load_time=load_time, last_used=self.wall_clock(), measured=measured)
 
     def retiring(self, instance: Instance, why: str) -> bool:
         """LOADED -> UNLOADING, for an unload, a TTL expiry or an eviction. False when the
@@ -144,6 +152,7 @@ class Registry:
         instance.state = new
         if new is State.GONE:
             self.instances.pop(instance.id, None)
+            self.on_gone(instance.pid)
         self.write()
         self.changed.notify_all()
 

@@ -1,8 +1,10 @@
 """Retiring: one path for every way a loaded instance leaves on purpose — an unload, a TTL
-expiry, an auto-eviction, the service's shutdown. `retire` moves it to UNLOADING, asks it to
-stop (or it has decided so itself), gives it its grace, then kills it; the death watch reaps it
-(GONE). Whether an instance is idle, for TTL and eviction, the instance decides itself,
-atomically (ops ``expire`` and ``evict``), so a request in flight is never cut.
+expiry, an eviction (JIT auto-evict, or making room for a load), the service's shutdown.
+`retire` moves it to UNLOADING, asks it to stop (or it has decided so itself), gives it its
+grace, then kills it; the death watch reaps it (GONE), and the next admission waits for its
+memory to show free (`Memory.gone`, against the baseline `Memory.before_stop` noted). Whether
+an instance is idle, for TTL and eviction, the instance decides itself, atomically (ops
+``expire`` and ``evict``), so a request in flight is never cut.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Callable
 from config import Settings
 from workers import policy
 from workers.errors import InstanceNotFound, ModelLoadFailed
+from workers.memory import Memory
 from workers.protocol import ProtocolError
 from workers.records import State
 from workers.supervisor.processes import KILL_WAIT, graceful_then_kill
@@ -28,10 +31,12 @@ RPC_ERRORS = (OSError, ProtocolError, TypeError)  # TypeError: no socket yet
 
 
 class Retirer:
-    def __init__(self, settings: Settings, registry: Registry, stopping: threading.Event):
+    def __init__(self, settings: Settings, registry: Registry, stopping: threading.Event,
+                 memory: Memory):
         self.settings = settings
         self.registry = registry
         self.stopping = stopping  # set at shutdown: no more TTL checks
+        self.memory = memory
         self.grace = float(settings.unload_timeout)
         self.exit_margin = EXIT_MARGIN
 
@@ -50,6 +55,7 @@ class Retirer:
                 if instance.process is None:  # not started yet: the loader will drop it
                     self.registry.gone(instance)
                     return {"instance_id": instance_id}
+        self.memory.before_stop(instance.pid)
         if loading:
             instance.process.signal(signal.SIGKILL)
             self.registry.wait_gone(instance, KILL_WAIT)
@@ -108,19 +114,39 @@ class Retirer:
                 retiring.append(thread)
         return retiring
 
-    def evict_for(self, new: Instance) -> None:
-        """Auto-evict: unload the earlier JIT-loaded instances that are idle before `new`
-        loads, and wait until they have gone."""
+    def evict_for(self, reference: str) -> None:
+        """Auto-evict: unload the earlier JIT-loaded instances that are idle before a JIT load
+        of `reference`, and wait until they have gone."""
         with self.registry.lock:
             victims = [self.registry.instances[r["id"]]
-                       for r in policy.jit_evictions(self.registry.rows(), new.id)]
+                       for r in policy.jit_evictions(self.registry.rows())]
         for instance in victims:
+            self.evict(instance, f"auto-evict: idle JIT instance, making room for {reference!r}")
+
+    def refresh_last_used(self, instances: list[Instance]) -> None:
+        """Ask each instance when it was last used (its own answer: nothing else sees its
+        requests), so that eviction takes the least recently used first."""
+        for instance in instances:
             try:
-                evicted = instance.process.ask(instance.socket, {"op": "evict"}, timeout=2.0)
+                status = instance.process.ask(instance.socket, {"op": "status"}, timeout=2.0)
             except RPC_ERRORS:
                 continue
-            if evicted.get("evicted"):
-                self.retire(instance, f"auto-evict: idle JIT instance, making room for {new.id!r}")
+            idle_for = status["now"] - status["last_used"] if policy.idle(status) else 0.0
+            instance.last_used = self.registry.wall_clock() - idle_for
+
+    def evict(self, instance: Instance, why: str) -> bool:
+        """Unload `instance` if it is idle — it decides, atomically — and wait until it has
+        gone. False when it would not go (serving, or already leaving)."""
+        self.memory.before_stop(instance.pid)
+        try:
+            answer = instance.process.ask(instance.socket, {"op": "evict"}, timeout=2.0)
+        except RPC_ERRORS:
+            answer = {}
+        if not answer.get("evicted"):
+            self.memory.forget(instance.pid)
+            return False
+        self.retire(instance, why)
+        return True
 
     # -- shutdown --------------------------------------------------------------------------------
 

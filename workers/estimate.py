@@ -1,0 +1,151 @@
+"""A load's memory, estimated before anything is spawned: from the file's facts (its GGUF
+header and tensor table, `workers.model_facts`) and the llama.cpp parameters of its load plan.
+Pure; `workers.admission` decides with it, and the instance's row keeps it next to what was
+measured after the load.
+
+The parts, each split between RAM and the GPUs:
+
+- **weights**: the tensor data. With ``n_gpu_layers`` = k, llama.cpp puts the last k layers
+  on the GPU, and the output layer too when every layer is there; ``token_embd`` stays in
+  RAM. (On a CPU the weights are mapped from the file: they show in the RSS as file pages.)
+- **kv_cache**: ``n_ctx × n_layer × (n_embd_k_gqa + n_embd_v_gqa) × bytes per element`` of
+  the cache type (F16 unless ``type_k``/``type_v`` say otherwise), each layer's share where
+  the layer is (``offload_kqv``). Encoder-only models (BERT) have none.
+- **compute**: llama.cpp's scratch for one micro-batch of ``n_ubatch`` tokens. Its largest
+  phase: attention (``n_ubatch × n_ctx`` scores per head, plus the F16 copy of them that the
+  CPU's matmul makes), the feed-forward block, or the logits. On a GPU the whole reserved
+  buffer is allocated; on a CPU only what a phase touches becomes resident, and the logits
+  phase writes a single row unless ``logits_all``.
+- **overhead**: the instance process (Python with llama_cpp imported, llama.cpp's context,
+  the tokenizer's tables) in RAM, and a CUDA context on each GPU.
+
+The CPU constants are measured on this project's machine against the peak RSS of an instance
+that filled its context (`bench/estimate_accuracy.py`); the GPU ones come from NOTES.md (an
+H200) and are not checked against a real GPU here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers import quantization
+from workers.model_facts import ENCODER_ARCHITECTURES, FileFacts
+
+MiB = 1 << 20
+PROCESS_BYTES = 49 * MiB          # an idle instance process: Python + llama_cpp (RSS, measured)
+CONTEXT_BYTES = 7 * MiB           # llama.cpp's context and output buffers, libraries paged in
+TOKEN_BYTES = 190                 # tokenizer tables, per vocabulary entry
+MERGE_BYTES = 175                 # per BPE merge
+CUDA_CONTEXT_BYTES = 520 * MiB    # per process and GPU (NOTES.md: ~0.5 GB on an H200)
+UBATCH = 512                      # llama-cpp-python's n_ubatch (capped by n_batch)
+F32, F16 = 4, 2
+PARTS = ("weights", "kv_cache", "compute", "overhead")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes by part, in RAM and on the GPUs (all GPUs together)."""
+
+    ram: dict[str, int]
+    gpu: dict[str, int]
+
+    @property
+    def ram_bytes(self) -> int:
+        return sum(self.ram.values())
+
+    @property
+    def gpu_bytes(self) -> int:
+        return sum(self.gpu.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return self.ram_bytes + self.gpu_bytes
+
+    def to_json(self) -> dict:
+        """The estimate as the API and the instance table show it."""
+        body = {f"{part}_bytes": self.ram[part] + self.gpu[part] for part in PARTS}
+        body.update(total_bytes=self.total_bytes, ram_bytes=self.ram_bytes,
+                    gpu_bytes=self.gpu_bytes,
+                    on_gpu={f"{part}_bytes": self.gpu[part] for part in PARTS})
+        return body
+
+
+def need(body: dict | None) -> dict[str, int]:
+    """Bytes per memory pool ("ram", "gpu") of an estimate as `Estimate.to_json` wrote it."""
+    body = body or {}
+    return {"ram": int(body.get("ram_bytes", 0)), "gpu": int(body.get("gpu_bytes", 0))}
+
+
+def _offloaded_layers(n_gpu_layers: int, n_layer: int) -> int:
+    """Layers on the GPU, counting the output layer as layer n_layer (llama.cpp's count):
+    -1 or more than n_layer means all of them and the output."""
+    if n_gpu_layers < 0 or n_gpu_layers > n_layer:
+        return n_layer + 1
+    return n_gpu_layers
+
+
+def estimate_load(facts: FileFacts, llama_kwargs: dict, gpus: int = 0) -> Estimate:
+    """What loading the file with `llama_kwargs` (`LoadPlan.llama_kwargs`) will take, on a host
+    with `gpus` GPUs (0: CPU mode, everything in RAM)."""
+    kw = llama_kwargs
+    n_ctx = int(kw["n_ctx"])
+    encoder = facts.architecture in ENCODER_ARCHITECTURES
+    n_ubatch = min(n_ctx, int(kw.get("n_batch") or UBATCH), UBATCH)
+    layers = facts.layer_bytes
+    n_layer = facts.block_count or len(layers)
+    n_embd = facts.embedding_length or 0
+    n_head = facts.head_count or 1
+    n_head_kv = facts.head_count_kv or n_head
+    head_k = facts.key_length or n_embd // n_head
+    head_v = facts.value_length or head_k
+    vocab = facts.vocab_size or 0
+    offloaded = _offloaded_layers(int(kw.get("n_gpu_layers", -1)), n_layer) if gpus else 0
+    on_gpu = min(offloaded, n_layer)  # repeating layers on the GPU: the last ones
+    output_on_gpu = offloaded > n_layer
+
+    weights_gpu = sum(layers[len(layers) - on_gpu:]) if on_gpu else 0
+    tied = 0  # a tied output layer on the GPU is a copy of token_embd, which stays in RAM
+    if output_on_gpu:
+        tied = facts.token_embd_bytes if facts.output_tied and not encoder else 0
+        weights_gpu += facts.output_bytes + tied
+    weights_ram = facts.tensor_bytes - weights_gpu + tied
+
+    per_layer_kv = 0 if encoder else n_ctx * n_head_kv * (
+        head_k * quantization.bytes_per_element(kw.get("type_k", 1))
+        + head_v * quantization.bytes_per_element(kw.get("type_v", 1)))
+    kv_layers_gpu = on_gpu if kw.get("offload_kqv", True) else 0
+    kv_gpu = int(per_layer_kv * kv_layers_gpu)
+    kv_ram = int(per_layer_kv * (n_layer - kv_layers_gpu))
+
+    compute_ram, compute_gpu = _compute(facts, kw, encoder, n_ctx, n_ubatch, n_embd, n_head,
+                                        vocab, on_gpu, output_on_gpu, n_layer)
+    overhead_ram = PROCESS_BYTES + CONTEXT_BYTES + TOKEN_BYTES * vocab + MERGE_BYTES * facts.merges
+    overhead_gpu = CUDA_CONTEXT_BYTES * gpus
+    return Estimate(
+        ram={"weights": weights_ram, "kv_cache": kv_ram, "compute": compute_ram,
+             "overhead": overhead_ram},
+        gpu={"weights": weights_gpu, "kv_cache": kv_gpu, "compute": compute_gpu,
+             "overhead": overhead_gpu})
+
+
+def _compute(facts: FileFacts, kw: dict, encoder: bool, n_ctx: int, n_ubatch: int, n_embd: int,
+             n_head: int, vocab: int, on_gpu: int, output_on_gpu: bool,
+             n_layer: int) -> tuple[int, int]:
+    """(RAM, GPU) bytes of llama.cpp's compute buffers for one micro-batch."""
+    n_kv = n_ubatch if encoder else n_ctx  # the cells a token attends to
+    experts = (kw.get("kv_overrides") or {}).get(f"{facts.architecture}.expert_used_count")
+    n_ff = (facts.feed_forward_length or 4 * n_embd) * (experts or facts.expert_used_count or 1)
+    flash = bool(kw.get("flash_attn"))
+    attention = 0 if flash else F32 * n_ubatch * (n_kv * (n_head + 1) + 6 * n_embd)
+    scores_f16 = 0 if flash else F16 * n_ubatch * n_kv * n_head  # the CPU matmul's F16 copy
+    ffn = F32 * n_ubatch * (2 * n_ff + 8 * n_embd) + F16 * n_ubatch * n_kv
+    logits = 0 if encoder else F32 * n_ubatch * (vocab + 2 * n_embd) + F16 * n_ubatch * n_kv
+    cpu = max(attention + scores_f16, ffn)
+    if kw.get("logits_all"):  # every row written, and llama-cpp-python keeps them all
+        cpu = max(cpu, logits) + F32 * n_ctx * vocab
+    if not on_gpu:
+        return cpu, 0
+    gpu = max(attention, ffn, logits if output_on_gpu else 0)
+    # every layer on the GPU: RAM keeps only the input embeddings' small scratch
+    ram = F32 * n_ubatch * n_embd * 2 if on_gpu >= n_layer else cpu
+    return ram, gpu
