@@ -12,10 +12,11 @@ A reading's ``free`` of a pool is what a new load could take from it now:
   counts page cache as available, and a model's weights are mapped from its file, so without
   that correction a loaded model would still look free.
 
-After an unload, the memory comes back to the reading a little later (NVML lags by up to a
-second). `gone` (the registry calls it whenever an instance's row drops) queues the process,
-`before_stop` notes a baseline when lmhost asks it to stop, and `settle` — called before every
-admission — waits (bounded by `RELEASE_WAIT`) until the reading shows its memory back.
+After an unload, GPU memory comes back to the reading a little later (NVML lags by up to a
+second); RAM is back once the process is reaped. `gone` (the registry calls it whenever an
+instance's row drops) queues the process, `before_stop` notes a baseline when lmhost asks an
+instance on a GPU to stop, and `settle` — called before every admission — waits (bounded by
+`RELEASE_WAIT`) until the reading shows its memory back.
 
 Lock order: the registry's lock before `Memory._lock` (`gone` is called under the former);
 readings take the registry's lock (for the pids) and are never taken under `Memory._lock`.
@@ -183,15 +184,17 @@ class Memory:
     # -- unloads: wait until the reading shows the memory back ----------------------------------
 
     def before_stop(self, pid: int | None) -> None:
-        """Note, before an instance is asked to stop, its pool's free memory and its own use:
-        the baseline its release is measured against."""
+        """Note, before an instance on a GPU is asked to stop, the GPUs' free memory and its
+        own use there: the baseline its release is measured against (the driver frees it a
+        little after the process exits). An instance in RAM needs none: the kernel frees a
+        process's memory before it can be reaped, so gone from /proc is back (its file pages
+        stay cached, and MemAvailable counted them all along: waiting for them to show free
+        would wait for nothing)."""
         reading = self.read()
         use = reading.processes.get(pid) if pid else None
-        if use is not None:
-            pool = "gpu" if use.gpu and reading.gpus else "ram"
+        if use is not None and use.gpu and reading.gpus:
             with self._lock:
-                self._baselines[pid] = (pool, reading.pools()[pool].free,
-                                        use.gpu if pool == "gpu" else use.ram)
+                self._baselines[pid] = ("gpu", reading.pools()["gpu"].free, use.gpu)
 
     def forget(self, pid: int | None) -> None:
         """The instance was asked to stop and would not (serving): no baseline to keep."""

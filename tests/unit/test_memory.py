@@ -166,16 +166,22 @@ def clocked(proc, module, pids):
                          sleep=clock.sleep)
 
 
-def test_settle_waits_until_the_unloaded_memory_shows_free(proc):
-    proc.add(9, rss=1 * GiB)
+def test_settle_waits_until_the_unloaded_gpu_memory_shows_free(proc):
+    gpu = FakeGpu(total=80 * GiB, processes={9: GiB})
+    proc.add(9, rss=500 * MiB)
     pids = [9]
-    clock, mem = clocked(proc, fake_pynvml.make([]), pids)
+    clock, mem = clocked(proc, fake_pynvml.make([gpu]), pids)
     mem.before_stop(9)
     proc.remove(9)  # it exits; the supervisor reaps it and its row goes
     pids.clear()
     mem.gone(9)
-    frees = iter([12 * GiB, 12 * GiB + 100 * MiB, 12 * GiB + 900 * MiB])  # the kernel catches up
-    clock.on_sleep = lambda: proc.set_ram(16 * GiB, next(frees))
+    gpu.processes.clear()
+    gpu.other = GiB  # NVML lists it no more, but the driver has not freed its memory yet
+    held = iter([GiB, 900 * MiB, 100 * MiB])  # the driver catches up
+
+    def driver_frees():
+        gpu.other = next(held)
+    clock.on_sleep = driver_frees
     mem.settle()
     assert 0 < clock.now < 1.0  # waited for it, not for the deadline
     clock.on_sleep = lambda: pytest.fail("nothing pending: no wait")
@@ -183,15 +189,35 @@ def test_settle_waits_until_the_unloaded_memory_shows_free(proc):
 
 
 def test_settle_is_bounded_when_the_memory_never_shows(proc, caplog):
-    proc.add(9, rss=1 * GiB)
+    gpu = FakeGpu(total=80 * GiB, processes={9: GiB})
+    proc.add(9, rss=500 * MiB)
     pids = [9]
-    clock, mem = clocked(proc, fake_pynvml.make([]), pids)
+    clock, mem = clocked(proc, fake_pynvml.make([gpu]), pids)
     mem.before_stop(9)
+    proc.remove(9)
     pids.clear()
-    mem.gone(9)  # gone, but another process took the memory meanwhile
+    mem.gone(9)
+    gpu.processes.clear()
+    gpu.other = GiB  # gone, but another process took the memory meanwhile
     mem.settle()
     assert RELEASE_WAIT <= clock.now < RELEASE_WAIT + 0.1
     assert any("not shown free" in r.getMessage() for r in caplog.records)
+
+
+def test_an_instance_in_ram_is_back_once_reaped_though_its_file_pages_stay_cached(proc):
+    """MemAvailable does not grow by a CPU instance's whole RSS when it exits: its mapped
+    model file stays in the page cache (counted available all along). Waiting for it would
+    hold every load after an unload for the whole RELEASE_WAIT."""
+    proc.add(9, rss=GiB)
+    pids = [9]
+    clock, mem = clocked(proc, fake_pynvml.make([]), pids)
+    mem.before_stop(9)
+    proc.remove(9)
+    pids.clear()
+    mem.gone(9)  # MemAvailable unchanged
+    clock.on_sleep = lambda: pytest.fail("reaped: its memory is back, no wait")
+    mem.settle()
+    assert clock.now == 0.0
 
 
 def test_gpu_release_waits_for_nvml_to_catch_up(proc):
