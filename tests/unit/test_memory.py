@@ -166,17 +166,31 @@ def clocked(proc, module, pids):
                          sleep=clock.sleep)
 
 
-def test_settle_waits_until_the_unloaded_gpu_memory_shows_free(proc):
-    gpu = FakeGpu(total=80 * GiB, processes={9: GiB})
-    proc.add(9, rss=500 * MiB)
-    pids = [9]
-    clock, mem = clocked(proc, fake_pynvml.make([gpu]), pids)
-    mem.before_stop(9)
-    proc.remove(9)  # it exits; the supervisor reaps it and its row goes
+def instance_gone(proc, gpus, pid=9, rss=500 * MiB):
+    """Instance process `pid` is unloaded: asked to stop, it exits, the supervisor reaps it
+    and its row goes."""
+    proc.add(pid, rss=rss)
+    pids = [pid]
+    clock, mem = clocked(proc, fake_pynvml.make(gpus), pids)
+    mem.before_stop(pid)
+    proc.remove(pid)
     pids.clear()
-    mem.gone(9)
+    mem.gone(pid)
+    return clock, mem
+
+
+def gpu_instance_gone(proc):
+    """An instance using 1 GiB of a GPU is unloaded; NVML lists it no more, but its memory is
+    not shown free yet."""
+    gpu = FakeGpu(total=80 * GiB, processes={9: GiB})
+    clock, mem = instance_gone(proc, [gpu])
     gpu.processes.clear()
-    gpu.other = GiB  # NVML lists it no more, but the driver has not freed its memory yet
+    gpu.other = GiB
+    return gpu, clock, mem
+
+
+def test_settle_waits_until_the_unloaded_gpu_memory_shows_free(proc):
+    gpu, clock, mem = gpu_instance_gone(proc)
     held = iter([GiB, 900 * MiB, 100 * MiB])  # the driver catches up
 
     def driver_frees():
@@ -189,16 +203,7 @@ def test_settle_waits_until_the_unloaded_gpu_memory_shows_free(proc):
 
 
 def test_settle_is_bounded_when_the_memory_never_shows(proc, caplog):
-    gpu = FakeGpu(total=80 * GiB, processes={9: GiB})
-    proc.add(9, rss=500 * MiB)
-    pids = [9]
-    clock, mem = clocked(proc, fake_pynvml.make([gpu]), pids)
-    mem.before_stop(9)
-    proc.remove(9)
-    pids.clear()
-    mem.gone(9)
-    gpu.processes.clear()
-    gpu.other = GiB  # gone, but another process took the memory meanwhile
+    gpu, clock, mem = gpu_instance_gone(proc)  # and another process takes the memory meanwhile
     mem.settle()
     assert RELEASE_WAIT <= clock.now < RELEASE_WAIT + 0.1
     assert any("not shown free" in r.getMessage() for r in caplog.records)
@@ -208,13 +213,7 @@ def test_an_instance_in_ram_is_back_once_reaped_though_its_file_pages_stay_cache
     """MemAvailable does not grow by a CPU instance's whole RSS when it exits: its mapped
     model file stays in the page cache (counted available all along). Waiting for it would
     hold every load after an unload for the whole RELEASE_WAIT."""
-    proc.add(9, rss=GiB)
-    pids = [9]
-    clock, mem = clocked(proc, fake_pynvml.make([]), pids)
-    mem.before_stop(9)
-    proc.remove(9)
-    pids.clear()
-    mem.gone(9)  # MemAvailable unchanged
+    clock, mem = instance_gone(proc, [], rss=GiB)  # MemAvailable unchanged
     clock.on_sleep = lambda: pytest.fail("reaped: its memory is back, no wait")
     mem.settle()
     assert clock.now == 0.0
@@ -222,13 +221,7 @@ def test_an_instance_in_ram_is_back_once_reaped_though_its_file_pages_stay_cache
 
 def test_gpu_release_waits_for_nvml_to_catch_up(proc):
     gpu = FakeGpu(total=80 * GiB, processes={4: 10 * GiB})
-    proc.add(4, rss=500 * MiB)
-    pids = [4]
-    clock, mem = clocked(proc, fake_pynvml.make([gpu]), pids)
-    mem.before_stop(4)
-    proc.remove(4)
-    pids.clear()
-    mem.gone(4)
+    clock, mem = instance_gone(proc, [gpu], pid=4)
 
     def nvml_catches_up():
         if clock.now >= 0.5:  # NVML lags after the process exits (NOTES.md: under a second)
