@@ -79,14 +79,12 @@ class Reading:
 @dataclass(eq=False)
 class Release:
     """An instance process that has gone, whose memory the reading may not show free yet.
-    With a baseline (its pool's free memory and its own use just before it was asked to
+    With a baseline (the GPUs' free memory and its own use there just before it was asked to
     stop), the memory is back once most of that use shows free; either way, once the
     process is no longer listed (NVML's process list; /proc)."""
     pid: int
     deadline: float
-    pool: str | None = None
-    free_before: int = 0
-    size: int = 0
+    baseline: tuple[int, int] | None = None  # (GPU free before, its GPU use)
 
 
 def read_meminfo(path: Path) -> tuple[int, int]:
@@ -131,7 +129,7 @@ class Memory:
         self.cpu_reason: str | None = None  # why this process is in CPU mode, once known
         self._lock = threading.Lock()
         self._pending: list[Release] = []   # guarded by _lock
-        self._baselines: dict[int, tuple[str, int, int]] = {}  # pid -> (pool, free, use); _lock
+        self._baselines: dict[int, tuple[int, int]] = {}  # pid -> (GPU free, GPU use); _lock
 
     # -- readings ------------------------------------------------------------------------------
 
@@ -194,7 +192,7 @@ class Memory:
         use = reading.processes.get(pid) if pid else None
         if use is not None and use.gpu and reading.gpus:
             with self._lock:
-                self._baselines[pid] = ("gpu", reading.pools()["gpu"].free, use.gpu)
+                self._baselines[pid] = (reading.pools()["gpu"].free, use.gpu)
 
     def forget(self, pid: int | None) -> None:
         """The instance was asked to stop and would not (serving): no baseline to keep."""
@@ -207,18 +205,17 @@ class Memory:
         if not pid:
             return
         with self._lock:
-            pool, free_before, size = self._baselines.pop(pid, (None, 0, 0))
-            self._pending.append(Release(pid, self.clock() + RELEASE_WAIT, pool, free_before,
-                                         size))
+            self._pending.append(Release(pid, self.clock() + RELEASE_WAIT,
+                                         self._baselines.pop(pid, None)))
 
     def _back(self, release: Release, reading: Reading) -> bool:
         if any(release.pid in gpu.processes for gpu in reading.gpus):
             return False
-        if release.pool is None:  # no baseline: gone from the process lists is enough
+        if release.baseline is None:  # in RAM, or no baseline: gone from /proc is enough
             return read_process(self.proc / str(release.pid) / "status") is None
-        pool = reading.pools().get(release.pool)
-        return pool is not None and admission.memory_back(release.free_before, pool.free,
-                                                          release.size)
+        free_before, size = release.baseline
+        gpus = reading.pools().get("gpu")
+        return gpus is not None and admission.memory_back(free_before, gpus.free, size)
 
     def settle(self) -> None:
         """Wait until every recent unload's memory shows free in the reading, each at most
@@ -235,7 +232,8 @@ class Memory:
                 back = self._back(release, reading)
                 if not back and now >= release.deadline:
                     log.warning("memory: the %s bytes of instance process %d not shown free "
-                                "after %.0f s; admitting anyway", release.size or "?",
+                                "after %.0f s; admitting anyway",
+                                release.baseline[1] if release.baseline else "?",
                                 release.pid, RELEASE_WAIT)
                 if back or now >= release.deadline:
                     done.append(release)
