@@ -95,6 +95,11 @@ def available(pool: Pool, holders: list[Holder], limit: int = 0) -> int:
     return room
 
 
+def headroom(pool: Pool, holders: list[Holder], limit: int = 0) -> int:
+    """`available`, shown to a user: what a load may take, never below zero."""
+    return max(available(pool, holders, limit), 0)
+
+
 def shortfalls(need: dict[str, int], pools: dict[str, Pool], holders: list[Holder],
                limits: dict[str, int]) -> tuple[Shortfall, ...]:
     """The pools where `need` does not fit now. A pool the host lacks (no GPU) is not asked."""

@@ -188,8 +188,10 @@ class Memory:
         process's memory before it can be reaped, so gone from /proc is back (its file pages
         stay cached, and MemAvailable counted them all along: waiting for them to show free
         would wait for nothing)."""
+        if not pid or not self._read_gpus():  # CPU mode: nothing to note, nothing to read
+            return
         reading = self.read()
-        use = reading.processes.get(pid) if pid else None
+        use = reading.processes.get(pid)
         if use is not None and use.gpu and reading.gpus:
             with self._lock:
                 self._baselines[pid] = (reading.pools()["gpu"].free, use.gpu)

@@ -33,9 +33,7 @@ class Check:
 
 
 def _supervisor(settings: Settings) -> str | None:
-    if client.ping(settings):
-        return None
-    try:
+    try:  # pings first: True at once when it answers
         if client.start_supervisor(settings, wait=RESTART_WAIT):
             return None
     except Unavailable as exc:  # EngineUnusable: llama.cpp cannot run here

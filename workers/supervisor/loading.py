@@ -200,13 +200,13 @@ class Loader:
         pools = reading.pools()
         with self.registry.lock:
             current = holders(self.registry.instances.values(), reading)
-        decision = admission.decide(estimate.need(plan.estimate.to_json()), pools, current,
+        body = plan.estimate.to_json()
+        decision = admission.decide(estimate.need(body), pools, current,
                                     limits, self.settings.guardrail, self.settings.evict_explicit)
         return {
             "model_key": plan.model_key, "variant": plan.variant, "type": plan.type,
-            "mode": reading.mode, "estimate": plan.estimate.to_json(),
-            "available": {f"{name}_bytes": max(admission.available(pool, current,
-                                                                   limits.get(name, 0)), 0)
+            "mode": reading.mode, "estimate": body,
+            "available": {f"{name}_bytes": admission.headroom(pool, current, limits.get(name, 0))
                           for name, pool in pools.items()},
             "fits": not decision.short, "guardrail": self.settings.guardrail,
             "passes_guardrail": decision.action != "refuse", "load_config": plan.load_config}

@@ -33,8 +33,7 @@ def report(memory: Memory, registry: Registry, settings: Settings) -> dict:
                    "reserved_bytes": admission.reserved(current, name),
                    "instances_bytes": sum(admission.accounted(h, name) for h in current),
                    "limit_bytes": limits.get(name),
-                   "available_bytes": max(admission.available(pool, current,
-                                                              limits.get(name, 0)), 0)}
+                   "available_bytes": admission.headroom(pool, current, limits.get(name, 0))}
                   for name, pool in pools.items()],
         "instances": [_instance(i, h, reading, pools) for i, h in zip(instances, current)],
     }
