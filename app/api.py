@@ -43,6 +43,13 @@ class Parser(FlaskParser):
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = Parser()
 
+    def arguments(self, schema, *args, **kwargs):
+        """As flask-smorest's, with one schema instance for every request: given a schema
+        class, webargs builds a new instance per request, and marshmallow deep-copies every
+        declared field to do it (about 0.2 ms of each request's time to first token)."""
+        return super().arguments(schema() if isinstance(schema, type) else schema,
+                                 *args, **kwargs)
+
     def errors(self, *types: str):
         """Document the error answers of a route: one response per status, naming the error
         `type`s it carries and when. Any route may answer 500 `internal_error`."""

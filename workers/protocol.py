@@ -3,7 +3,10 @@
 HTTP worker -> supervisor (control: load, unload, status) and HTTP worker/supervisor ->
 instance (info, status, expire, evict, shutdown, inference) all send one JSON object per line
 and read one or more JSON objects back (a load streams progress events, then its result).
-Both servers are a `UnixServer`: a thread per connection, each handled with a `Channel`.
+Both servers are a `UnixServer`: a thread per connection, each handled with a `Channel`; an
+instance takes the first step of a request that arrived whole on the accepting thread
+(`UnixServer`'s ``take``), so that an inference job is queued before its connection's thread
+exists.
 
 Lines are capped (`MAX_LINE`) so a broken peer cannot make a reader buffer without bound.
 """
@@ -12,11 +15,19 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import socketserver
+import threading
 from typing import Callable
 
 MAX_LINE = 16 * 1024 * 1024
+# How far, and how long, an accepting thread looks for a connection's whole first line
+# (`UnixServer`'s take): a client sends its request right after connecting, so it is there at
+# once or within a few hundred microseconds. A longer or later one is read by the
+# connection's thread.
+PEEK_LIMIT = 64 * 1024
+TAKE_WAIT = 0.002
 
 
 class ProtocolError(ConnectionError):
@@ -54,7 +65,21 @@ class Channel:
         return line
 
     def recv(self):
-        line = self.recv_line()
+        return self._decode(self.recv_line())
+
+    def ready_line(self, wait: float):
+        """The next object if its whole line arrives within `wait` seconds, else None."""
+        readable, _, _ = select.select([self.sock], [], [], wait)
+        if not readable:
+            return None
+        try:
+            peeked = self.sock.recv(PEEK_LIMIT, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        return self.recv() if b"\n" in peeked else None
+
+    @staticmethod
+    def _decode(line: bytes):
         try:
             return json.loads(line)
         except ValueError as exc:
@@ -83,31 +108,53 @@ def call(path: str | os.PathLike, request: dict, timeout: float = 5.0) -> dict:
         return channel.recv()
 
 
-class _ChannelHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        self.request.settimeout(None)
-        channel = Channel(self.request)
-        try:
-            self.server.handle_channel(channel)
-        finally:
-            channel.close()
-
-
-class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class UnixServer(socketserver.UnixStreamServer):
     """A thread per connection, each handed to `handle(channel)`; the connection closes when
     `handle` returns. Listening (mode 0600) once constructed: `serve_forever()` accepts,
-    `shutdown()` (from another thread) stops accepting, `server_close()` removes the socket."""
+    `shutdown()` (from another thread) stops accepting, `server_close()` removes the socket.
 
-    daemon_threads = True   # a connection in flight never holds up the process's exit
+    `take(channel, request)`, when given, runs on the accepting thread for a connection whose
+    request line is there as it is accepted (within `TAKE_WAIT`), and returns what is left to
+    do on the connection's thread (None: nothing, close it). Its work must be short: the next
+    connection waits for it. A request that has not all arrived by then goes to `handle` on
+    the connection's thread, which reads it. (The socket is its owner's alone, mode 0600 in
+    the private state dir: no stranger can stall the accepting thread.)"""
+
     request_queue_size = 64
 
-    def __init__(self, path: str | os.PathLike, handle: Callable[[Channel], None]):
+    def __init__(self, path: str | os.PathLike, handle: Callable[[Channel], None],
+                 take: Callable[[Channel, object], Callable[[], None] | None] | None = None):
         self.path = str(path)
         self.handle_channel = handle
+        self.take = take
         if os.path.exists(self.path):  # a stale socket file left by a dead owner
             os.unlink(self.path)
-        super().__init__(self.path, _ChannelHandler)
+        super().__init__(self.path, socketserver.BaseRequestHandler, bind_and_activate=True)
         os.chmod(self.path, 0o600)
+
+    def process_request(self, sock: socket.socket, client_address) -> None:
+        sock.settimeout(None)
+        channel = Channel(sock)
+        work: Callable[[], None] | None = lambda: self.handle_channel(channel)
+        if self.take is not None:
+            try:
+                request = channel.ready_line(TAKE_WAIT)
+                if request is not None:
+                    work = self.take(channel, request)
+            except (OSError, ProtocolError):
+                work = None  # gone already, or not a JSON line: nothing to answer
+        if work is None:
+            channel.close()
+            return
+        # daemon: a connection in flight never holds up the process's exit
+        threading.Thread(target=self._run, args=(channel, work), daemon=True).start()
+
+    @staticmethod
+    def _run(channel: Channel, work: Callable[[], None]) -> None:
+        try:
+            work()
+        finally:
+            channel.close()
 
     def server_close(self) -> None:
         super().server_close()

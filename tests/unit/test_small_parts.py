@@ -1,10 +1,12 @@
 """Lenient JSON bodies, llama.cpp failure reasons, an instance's queue and expiry (with a fake
-model and an injected clock)."""
+model and an injected clock), and the Unix socket server's quick path for whole requests."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 
 import pytest
 
@@ -12,6 +14,7 @@ from app.jsonbody import loads_lenient, strip_trailing_commas
 from tests.helpers import wait_for
 from workers.crashes import failure_reason
 from workers.instance.server import Instance
+from workers.protocol import Channel, UnixServer, call
 
 
 def test_trailing_commas_are_dropped_outside_strings_only():
@@ -103,3 +106,81 @@ def test_expiry_never_cuts_a_running_or_queued_request(tmp_path):
     wait_for(lambda: exits, timeout=10, what="the instance to exit once idle")
     instance.jobs.put(None)
     worker.join(5)
+
+
+class EchoServer:
+    """A `UnixServer` whose `take` and `handle` note which thread served each request."""
+
+    def __init__(self, path):
+        self.taken, self.handled = [], []
+        self.server = UnixServer(path, self.handle, take=self.take)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def take(self, channel, request):
+        self.taken.append((request, threading.current_thread()))
+        return lambda: channel.send({"echo": request, "via": "take"})
+
+    def handle(self, channel):
+        request = channel.recv()
+        self.handled.append(request)
+        channel.send({"echo": request, "via": "handle"})
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_request_that_arrives_with_its_connection_is_taken_on_the_accepting_thread(tmp_path):
+    echo = EchoServer(tmp_path / "e.sock")
+    try:
+        assert call(tmp_path / "e.sock", {"n": 1}) == {"echo": {"n": 1}, "via": "take"}
+        assert echo.taken[0][1] is echo.thread  # queued before any connection thread exists
+
+        # A client that stays silent past the accepting thread's short wait is read by its
+        # connection's thread, and does not hold up the clients after it.
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.settimeout(10)
+        silent.connect(str(tmp_path / "e.sock"))
+        assert call(tmp_path / "e.sock", {"n": 2}, timeout=5)["echo"] == {"n": 2}
+        time.sleep(0.05)  # well past TAKE_WAIT: this request comes in two late pieces
+        silent.sendall(b'{"n":')
+        time.sleep(0.05)
+        silent.sendall(b' 3}\n')
+        late = Channel(silent)
+        assert late.recv() == {"echo": {"n": 3}, "via": "handle"}
+        late.close()
+
+        # Not JSON: the connection is closed, and the server goes on.
+        bad = Channel.connect(tmp_path / "e.sock", 5)
+        bad.sock.sendall(b"not json\n")
+        assert bad.sock.recv(10) == b""
+        bad.close()
+        assert call(tmp_path / "e.sock", {"n": 4})["echo"] == {"n": 4}
+    finally:
+        echo.close()
+
+
+def test_an_instance_queues_a_job_from_its_socket_and_answers_other_ops(tmp_path):
+    llm = BlockingEngine()
+    llm.release.set()
+    path = str(tmp_path / "i.sock")
+    instance = Instance({"instance_id": "x"}, llm, path, queue_size=1)
+    instance.exit = lambda: None
+    instance.listen()
+    threading.Thread(target=instance.serve, daemon=True).start()
+    try:
+        with Channel.connect(path, 10) as channel:
+            channel.send({"op": "run", "kind": "generate", "params": {}})
+            assert channel.recv() == {"done": {"stop": "eos"}}
+        assert call(path, {"op": "info"})["instance_id"] == "x"
+        with Channel.connect(path, 10) as channel:  # a JSON line that is not a request
+            channel.send(["op", "info"])
+            with pytest.raises(ConnectionError):
+                channel.recv()
+        assert call(path, {"op": "status"})["busy"] is False
+    finally:
+        instance.server.shutdown()
+        instance.server.server_close()
+        instance.jobs.put(None)

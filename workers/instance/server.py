@@ -81,16 +81,32 @@ class Instance:
 
     def listen(self) -> None:
         """Listen on the socket (before "loaded" is reported: the supervisor may call at once)."""
-        self.server = UnixServer(self.socket_path, self.handle)
+        self.server = UnixServer(self.socket_path, self.handle, take=self.take)
 
     def serve(self) -> None:
         """Run the executor and accept connections until stopped."""
         threading.Thread(target=self.execute_jobs, name="executor", daemon=True).start()
         self.server.serve_forever(poll_interval=0.2)
 
-    def handle(self, channel: Channel) -> None:
+    def take(self, channel: Channel, request) -> Callable[[], None] | None:
+        """A request that arrived with its connection, on the accepting thread: a job is queued
+        at once, so the executor starts on it while the connection's thread (which then
+        watches for a cancel) is being created; anything else is left to `handle`."""
+        if not (isinstance(request, dict) and request.get("op") == "run"):
+            return lambda: self.handle(channel, request)
         try:
-            request = channel.recv()
+            job = self.enqueue(request, channel)
+        except OSError:
+            return None  # refused, and the client is gone
+        return job.watch if job is not None else None
+
+    def handle(self, channel: Channel, request=None) -> None:
+        """A connection, on its own thread; `request`: its request line when already read."""
+        try:
+            if request is None:
+                request = channel.recv()
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
             op = request.get("op")
             if op == "info":
                 channel.send(self.info())
