@@ -65,7 +65,7 @@ BENCH_SDK_ARGS := --runs 2 --requests 20
 BENCH_STEPS_ARGS := --tokens 32 --runs 2
 BENCH_REPORT_ARGS := --quick --markdown $(BENCH_OUT)/RESULTS.md --png $(BENCH_OUT)/results.png
 else
-BENCH_THROUGHPUT_ARGS := --runs 7
+BENCH_THROUGHPUT_ARGS := --runs 9
 endif
 
 $(BENCH_STAMP): $(STAMP)

@@ -68,19 +68,21 @@ class Table:
         self.rows.append((f"**{title}**", "", "", "", "", ""))
 
     def at_least(self, figure: str, value: float, base: float, base_label: str, unit: str,
-                 target: float | None) -> None:
-        """`value` / `base` (higher is better) must reach `target` (None: shown, no target)."""
-        ratio = value / base
+                 target: float | None, ratio: float | None = None) -> None:
+        """`value` / `base` (higher is better) must reach `target` (None: shown, no target).
+        `ratio`: the ratio to show and judge, when not `value` / `base` (round by round)."""
+        ratio = value / base if ratio is None else ratio
         met = "" if target is None else ("yes" if ratio >= target else "**no**")
         self.rows.append((figure, f"{down(value, 1):.1f} {unit}",
                           f"{up(base, 1):.1f} {unit} ({base_label})", f"{down(ratio, 3):.3f}×",
                           "" if target is None else f"≥ {target:.2f}×", met))
 
     def at_most_added(self, figure: str, value: float, base: float, base_label: str,
-                      target: float | None, strict: bool = False) -> None:
+                      target: float | None, strict: bool = False,
+                      added: float | None = None) -> None:
         """`value` - `base` (seconds, lower is better) must stay under `target` (`strict`:
-        below it)."""
-        added = value - base
+        below it). `added`: the difference to show and judge, when not `value` - `base`."""
+        added = value - base if added is None else added
         ok = added < target if strict else added <= target if target is not None else None
         self.rows.append((figure, ms(value), f"{ms(base, worse=False)} ({base_label})",
                           f"{up(added * 1000, 1):+.1f} ms",
@@ -108,25 +110,46 @@ def ms(seconds: float, worse: bool = True) -> str:
 
 # -- the table, benchmark by benchmark --------------------------------------------------------
 
+def by_round(side: dict, base: dict, figure: str, compare) -> float | None:
+    """The p50 over rounds of `compare(side's run, base's run of the same round)`: the
+    machine's drift (10% and more over a minute here) hits both runs of a round alike. None
+    when the runs were not recorded round by round."""
+    mine, theirs = side.get(f"{figure}_runs"), base.get(f"{figure}_runs")
+    if not mine or not theirs or len(mine) != len(theirs):
+        return None
+    return p50([compare(a, b) for a, b in zip(mine, theirs)])
+
+
+def tps_ratio(side: dict, base: dict) -> float | None:
+    return by_round(side, base, "decode_tps", lambda a, b: a / b)
+
+
+def ttft_added(side: dict, base: dict) -> float | None:
+    return by_round(side, base, "ttft", lambda a, b: a - b)
+
+
 def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict) -> None:
     """Each wire's decode tok/s against in-process and llama-server (when measured), then
-    llama-server's against in-process; the same for the time to first token."""
+    llama-server's against in-process; the same for the time to first token. Values and
+    baselines are each side's p50; ratios and added times are taken round by round."""
     peer = sides.get("llama_server")
     for key, label in wires:
-        t.at_least(f"decode tok/s, {label}", sides[key]["decode_tps"], ip["decode_tps"],
-                   "in-process", "tok/s", TPS_RATIO_TARGET)
+        side = sides[key]
+        t.at_least(f"decode tok/s, {label}", side["decode_tps"], ip["decode_tps"],
+                   "in-process", "tok/s", TPS_RATIO_TARGET, tps_ratio(side, ip))
         if peer:
-            t.at_least(f"decode tok/s, {label} vs llama-server", sides[key]["decode_tps"],
-                       peer["decode_tps"], "llama-server", "tok/s", PEER_RATIO_TARGET)
+            t.at_least(f"decode tok/s, {label} vs llama-server", side["decode_tps"],
+                       peer["decode_tps"], "llama-server", "tok/s", PEER_RATIO_TARGET,
+                       tps_ratio(side, peer))
     if peer:
         t.at_least("decode tok/s, llama-server (reference)", peer["decode_tps"],
-                   ip["decode_tps"], "in-process", "tok/s", None)
+                   ip["decode_tps"], "in-process", "tok/s", None, tps_ratio(peer, ip))
     for key, label in wires:
         t.at_most_added(f"time to first token, {label}", sides[key]["ttft"], ip["ttft"],
-                        "in-process", TTFT_ADDED_TARGET_S)
+                        "in-process", TTFT_ADDED_TARGET_S, added=ttft_added(sides[key], ip))
     if peer:
         t.at_most_added("time to first token, llama-server (reference)", peer["ttft"],
-                        ip["ttft"], "in-process", None)
+                        ip["ttft"], "in-process", None, added=ttft_added(peer, ip))
 
 
 def throughput_rows(t: Table, f: dict) -> None:
@@ -261,7 +284,11 @@ def machine_lines(data: dict) -> list[str]:
 HOW = """\
 How measured: every benchmark runs the real service (`lmhost serve --workers 1` on
 127.0.0.1) and its baseline in the same run, interleaved, so that the machine's drift hits both
-alike; figures are p50s (nearest rank). Generation: a streamed completion of the synthetic
+alike; figures are p50s (nearest rank). Generation runs in rounds, one run of every side
+per round; a wire's ratio to a baseline (and its added time to first token) is the p50 over
+rounds of its run against the baseline's run of the same round, so that the drift of this
+machine's speed (10% and more within a minute) cancels out; the value and baseline columns are
+each side's own p50. Generation: a streamed completion of the synthetic
 bench model (it never stops early, so every side generates exactly the asked tokens) and a
 streamed chat of SmolLM2, the same prompt, sampling and seed on every side, timed by the client
 from the request to each text chunk: decode tok/s = (tokens − 1) / (last chunk − first chunk),

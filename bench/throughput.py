@@ -277,8 +277,12 @@ def metrics(start: float, stamps: list[float], end: float, text: str, finish: st
 
 
 def summary(runs: list[dict]) -> dict:
+    """A side's p50s, and its runs' own figures in round order (``*_runs``), for ratios taken
+    round by round against the baseline's run of the same round (bench/report.py)."""
     gaps = sorted(g for r in runs for g in r["gaps"])
     return {"ttft": p50([r["ttft"] for r in runs]), "ttft_min": min(r["ttft"] for r in runs),
+            "ttft_runs": [r["ttft"] for r in runs],
+            "decode_tps_runs": [r["decode_tps"] for r in runs],
             "decode_tps": p50([r["decode_tps"] for r in runs]),
             "overall_tps": p50([r["overall_tps"] for r in runs]),
             "tail": p50([r["tail"] for r in runs]),
