@@ -50,9 +50,10 @@ openapi-snapshot: $(STAMP)
 # Benchmarks print lmhost next to in-process llama-cpp-python, llama.cpp's llama-server and
 # gguf, and write their figures (.bench/results/*.json); bench/report.py puts them in
 # bench/RESULTS.md and bench/results.png (bench/estimate_accuracy.py prints its table only).
-# Generation is measured over 7 interleaved rounds: with 3, whole runs on a 2-core VM differed
-# by up to 9 %. About 15 minutes in all, on a quiet machine (the first run also builds
-# llama-server, about 5 minutes more: bench/llama_server.py).
+# Generation is measured over 9 interleaved rounds, its ratios round by round (bench/report.py):
+# a 2-core VM's speed drifts too much for one side's p50 against another's. About 16 minutes
+# in all, on a quiet machine (the first run also builds llama-server, about 5 minutes more:
+# bench/llama_server.py).
 # `make bench QUICK=1`: few runs, few tokens, the report in .bench/results/ (not bench/): a
 # check that everything runs, not figures to quote.
 BENCH_OUT := .bench/results

@@ -42,7 +42,7 @@ BENCH_SIDES = (("in_process", "in-process"), ("llama_server", "llama-server"),
 SIDE_COLOURS = {"in_process": "tab:gray", "inproc": "tab:gray", "llama_server": "tab:green"}
 REAL_SIDES = (("inproc", "in-process"), ("llama_server", "llama-server"),
               ("v1", "/v1/chat/completions"), ("native", "/api/v1/chat"),
-              ("sdk", "SDK respond_stream"))
+              ("sdk", "SDK respond_stream"), ("socket", "instance socket"))
 
 
 def p50(values: list[float]) -> float:

@@ -48,10 +48,11 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
    side, 128 tokens of a story, interleaved as in [2]: in-process
    ``Llama.create_chat_completion(stream=True)``, ``POST /v1/chat/completions`` (streamed,
    ``include_usage``), ``POST /api/v1/chat`` (streamed, ``message.delta`` events), the official
-   Python SDK's ``respond_stream`` (fragments), and llama-server's ``/v1/chat/completions``
-   (``ignore_eos``; the token counts of every side are printed and compared); then structured
-   output, a JSON schema, in-process (llama-cpp-python's own grammar sampling) and through
-   ``/v1``: structured / plain tok/s is its own ratio on each side;
+   Python SDK's ``respond_stream`` (fragments), the instance's socket (the HTTP worker's job,
+   as in [2]), and llama-server's ``/v1/chat/completions`` (``ignore_eos``; the token counts
+   of every side are printed and compared); then structured output, a JSON schema,
+   in-process (llama-cpp-python's own grammar sampling) and through ``/v1``: structured /
+   plain tok/s is its own ratio on each side;
 6. prints a summary table with the targets (information only: the exit status is non-zero only
    when a request fails, a completion is not what the tamed model must produce, a server does
    not come up, or a process is left behind).
@@ -107,6 +108,7 @@ import common  # noqa: E402 (puts the repo on sys.path)
 from common import (HOST, REPO, BenchError, log, p50, percentile,  # noqa: E402
                     run_in_work_dir, spare_ready, sse_lines)
 from llama_server import LlamaServer, ensure_llama_server  # noqa: E402
+from report import tps_ratio, ttft_added  # noqa: E402
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from lmhost.realmodel import KEY as REAL_KEY, place_smollm2  # noqa: E402
 from lmhost.synthetic import write_bench_model  # noqa: E402
@@ -926,6 +928,32 @@ def native_chat(port: int, what: str) -> dict:
     return real_metrics(start, stamps, time.perf_counter(), "".join(text), tokens, what)
 
 
+def socket_chat(socket_path: str, what: str) -> dict:
+    """The same chat straight on the instance's Unix socket, as the HTTP worker sends it: the
+    instance's share of every wire, without HTTP or a client's parsing of chunks."""
+    request = {"op": "run", "kind": "generate", "if_idle": False,
+               "params": {"messages": REAL_MESSAGES, "max_tokens": REAL_TOKENS, **REAL_SAMPLING}}
+    stamps, text, tokens = [], [], 0
+    start = time.perf_counter()
+    try:
+        with Channel.connect(socket_path, REQUEST_TIMEOUT_S) as channel:
+            channel.send(request)
+            while True:
+                message = channel.recv()
+                now = time.perf_counter()
+                if "error" in message:
+                    raise BenchError(f"{what}: {message['error']}")
+                if "done" in message:
+                    tokens = message["done"]["completion_tokens"]
+                    break
+                if message.get("text"):
+                    stamps.append(now)
+                    text.append(message["text"])
+    except (OSError, ProtocolError, KeyError, TypeError) as exc:
+        raise BenchError(f"{what}: {type(exc).__name__}: {exc}") from None
+    return real_metrics(start, stamps, time.perf_counter(), "".join(text), tokens, what)
+
+
 def sdk_chat(llm, what: str) -> dict:
     """The official Python client's ``respond_stream``: a fragment per text line."""
     import lmstudio
@@ -965,12 +993,14 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         inproc = InProcChat(model, args.threads, args, work)
         client = lmstudio.Client(f"{HOST}:{server.port}")
         llm = client.llm.model("smol")
+        socket_path = server.socket_of("smol")
         peer = start_llama_server(model, args, work, "llama-server-real")
         kinds = {
             "inproc": lambda: inproc.chat(False, "in-process"),
             "v1": lambda: openai_chat(server.port, False, "/v1/chat/completions"),
             "native": lambda: native_chat(server.port, "/api/v1/chat"),
             "sdk": lambda: sdk_chat(llm, "SDK respond_stream"),
+            "socket": lambda: socket_chat(socket_path, "instance socket"),
             "llama_server": lambda: openai_chat(peer.port, False, "llama-server", IGNORE_EOS),
             "inproc_structured": lambda: inproc.chat(True, "in-process, structured"),
             "v1_structured": lambda: openai_chat(server.port, True, "/v1, structured"),
@@ -985,7 +1015,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         for _ in range(args.runs):
             for kind, action in kinds.items():
                 # every lmhost run follows an in-process one, as in [2]
-                if kind in ("native", "sdk", "v1_structured"):
+                if kind in ("native", "sdk", "socket", "v1_structured"):
                     inproc.chat(kind == "v1_structured", "in-process spacer")
                 runs[kind].append(measures[kind].one(action))
         server.unload("smol")
@@ -995,6 +1025,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         shut_down(server, client and client.close, inproc and inproc.close, peer and peer.stop)
     titles = {"inproc": "in-process (create_chat_completion, stream)", "v1": "/v1/chat/completions",
               "native": "/api/v1/chat", "sdk": "SDK (lmstudio respond_stream)",
+              "socket": "instance socket (the HTTP worker's job, no HTTP)",
               "llama_server": "llama-server /v1/chat/completions (ignore_eos)",
               "inproc_structured": "in-process, JSON schema (llama-cpp-python's grammar)",
               "v1_structured": "/v1/chat/completions, JSON schema"}
@@ -1005,10 +1036,10 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             report_runs(runs[kind])
             out[kind] = summary(runs[kind])
             out[kind]["token_counts"] = [r["tokens"] for r in runs[kind]]
-    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "sdk")}
+    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "sdk", "socket")}
     log(f"    the same story everywhere (same seed): "
         f"{'yes' if len(set().union(*texts.values())) == 1 else 'NO'}")
-    plain = [k for k in ("inproc", "v1", "native", "sdk", "llama_server") if k in out]
+    plain = [k for k in ("inproc", "v1", "native", "sdk", "socket", "llama_server") if k in out]
     counts = {k: out[k]["token_counts"] for k in plain}
     out["tokens_match"] = len({c for k in plain for c in counts[k]}) == 1
     log("    tokens generated per side: " + ", ".join(f"{k} {counts[k]}" for k in plain)
@@ -1136,9 +1167,10 @@ def run(args, work: Path) -> int:
     rw = real_model_wires(real, real_dir, args, work, watch)
 
     # -- summary ----------------------------------------------------------------------------------
-    decode_ratio = hp["decode_tps"] / ip["decode_tps"]
+    # ratios to a baseline round by round, as bench/report.py takes them
+    decode_ratio = tps_ratio(hp, ip)
     overall_ratio = hp["overall_tps"] / ip["overall_tps"]
-    ttft_extra = hp["ttft"] - ip["ttft"]
+    ttft_extra = ttft_added(hp, ip)
     scale = sc["lmhost_two"] / sc["lmhost_one"]
     ref_scale = sc["inproc_two"] / sc["inproc_one"]
     verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
@@ -1158,6 +1190,8 @@ def run(args, work: Path) -> int:
              f"{(hp['ttft_min'] - ip['ttft_min']) * 1000:+.1f} ms"),
             ("gap between tokens, p50 / p99 (ms)", pair(ip["gap_p50"], ip["gap_p99"]),
              pair(sp["gap_p50"], sp["gap_p99"]), pair(hp["gap_p50"], hp["gap_p99"]), ""),
+            ("(ratios and the TTFT gap: p50 over rounds of the runs of each round)", "", "",
+             "", ""),
             ("", "", "", "", ""),
             ("2 completions at once, 1 thread each (tok/s)", "in-process", "", "lmhost HTTP",
              ""),
@@ -1175,8 +1209,7 @@ def run(args, work: Path) -> int:
         rows[6:6] = [("llama-server (llama.cpp's own), same request", "decode tok/s", "TTFT",
                       "HTTP/server", "socket/server"),
                      ("", f"{pp['decode_tps']:.1f}", ms(pp["ttft"]),
-                      f"{hp['decode_tps'] / pp['decode_tps']:.3f}",
-                      f"{sp['decode_tps'] / pp['decode_tps']:.3f}")]
+                      f"{tps_ratio(hp, pp):.3f}", f"{tps_ratio(sp, pp):.3f}")]
     log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in rows))
     targets = [
         (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x in-process", f"{decode_ratio:.3f}",
@@ -1187,7 +1220,7 @@ def run(args, work: Path) -> int:
          scale >= SCALING_TARGET),
     ]
     if pp is not None:
-        ratio = hp["decode_tps"] / pp["decode_tps"]
+        ratio = tps_ratio(hp, pp)
         targets.append(("HTTP decode tok/s >= llama-server's", f"{ratio:.3f}",
                         ratio >= PEER_RATIO_TARGET))
     base = rw["inproc"]
@@ -1195,12 +1228,13 @@ def run(args, work: Path) -> int:
     real_rows = [("", "tok/s", "x llama-server", "TTFT", "x in-process")]
     for kind, title in (("inproc", "in-process"), ("v1", "/v1/chat/completions"),
                         ("native", "/api/v1/chat"), ("sdk", "SDK respond_stream"),
+                        ("socket", "instance socket"),
                         ("llama_server", "llama-server /v1/chat/completions")):
         r = rw.get(kind)
         if r is not None:
             real_rows.append((f"  {title}", f"{r['decode_tps']:.1f}",
-                              f"{r['decode_tps'] / peer['decode_tps']:.3f}" if peer else "",
-                              ms(r["ttft"]), f"{r['decode_tps'] / base['decode_tps']:.3f}"))
+                              f"{tps_ratio(r, peer):.3f}" if peer else "",
+                              ms(r["ttft"]), f"{tps_ratio(r, base):.3f}"))
     structured_inproc = rw["inproc_structured"]["decode_tps"] / base["decode_tps"]
     structured_lmhost = rw["v1_structured"]["decode_tps"] / rw["v1"]["decode_tps"]
     real_rows += [("  JSON schema, in-process (structured/plain)",
@@ -1210,15 +1244,16 @@ def run(args, work: Path) -> int:
                    "", ms(rw["v1_structured"]["ttft"]), f"{structured_lmhost:.3f}")]
     log(f"\nthe real model ({REAL_KEY}), {REAL_TOKENS} tokens, decode tok/s p50 of {args.runs}")
     log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in real_rows))
-    for kind, title in (("v1", "/v1"), ("native", "/api/v1/chat"), ("sdk", "SDK")):
-        ratio = rw[kind]["decode_tps"] / base["decode_tps"]
-        extra = rw[kind]["ttft"] - base["ttft"]
+    for kind, title in (("v1", "/v1"), ("native", "/api/v1/chat"), ("sdk", "SDK"),
+                        ("socket", "instance socket")):
+        ratio = tps_ratio(rw[kind], base)
+        extra = ttft_added(rw[kind], base)
         targets += [(f"real model, {title} tok/s >= {TPS_RATIO_TARGET:.2f} x in-process",
                      f"{ratio:.3f}", ratio >= TPS_RATIO_TARGET),
                     (f"real model, {title} TTFT <= in-process + {TTFT_EXTRA_TARGET_S * 1000:.0f} ms",
                      f"{extra * 1000:+.1f} ms", extra <= TTFT_EXTRA_TARGET_S)]
         if peer is not None:
-            ratio = rw[kind]["decode_tps"] / peer["decode_tps"]
+            ratio = tps_ratio(rw[kind], peer)
             targets.append((f"real model, {title} tok/s >= llama-server's", f"{ratio:.3f}",
                             ratio >= PEER_RATIO_TARGET))
     log("\ntargets (information only)")
@@ -1241,7 +1276,8 @@ def run(args, work: Path) -> int:
         "real_model": {"key": REAL_KEY, "tokens_match": rw["tokens_match"],
                        "sides": {kind: {**_figures(rw[kind]),
                                         "token_counts": rw[kind]["token_counts"]}
-                                 for kind in ("inproc", "v1", "native", "sdk", "llama_server",
+                                 for kind in ("inproc", "v1", "native", "sdk", "socket",
+                                              "llama_server",
                                               "inproc_structured", "v1_structured")
                                  if kind in rw}}})
     return 0
