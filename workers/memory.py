@@ -174,10 +174,19 @@ class Memory:
                 on_gpu[pid] = on_gpu.get(pid, 0) + used
         processes = {}
         for pid in set(self.pids()):
-            use = read_process(self.proc / str(pid) / "status")
+            use = self._process_use(pid, on_gpu.get(pid, 0))
             if use is not None:
-                processes[pid] = ProcessUse(use.ram, use.ram_file, use.ram_peak, on_gpu.get(pid, 0))
+                processes[pid] = use
         return Reading(gpus, total, available, processes)
+
+    def use(self, pid: int) -> ProcessUse | None:
+        """One process's use now (a just-loaded instance's, for its row): `read` less the
+        RAM totals and the other processes."""
+        return self._process_use(pid, sum(gpu.processes.get(pid, 0) for gpu in self._read_gpus()))
+
+    def _process_use(self, pid: int, on_gpu: int) -> ProcessUse | None:
+        use = read_process(self.proc / str(pid) / "status")
+        return None if use is None else ProcessUse(use.ram, use.ram_file, use.ram_peak, on_gpu)
 
     # -- unloads: wait until the reading shows the memory back ----------------------------------
 
@@ -219,14 +228,17 @@ class Memory:
         gpus = reading.pools().get("gpu")
         return gpus is not None and admission.memory_back(free_before, gpus.free, size)
 
-    def settle(self) -> None:
+    def settle(self) -> Reading | None:
         """Wait until every recent unload's memory shows free in the reading, each at most
-        until its deadline; one that never shows is logged and forgotten."""
+        until its deadline; one that never shows is logged and forgotten. Returns the reading
+        that showed it (taken last, so the caller need not read again), or None when nothing
+        was pending."""
+        reading = None
         while True:
             with self._lock:
                 pending = list(self._pending)
             if not pending:
-                return
+                return reading
             reading = self.read()
             now = self.clock()
             done = []

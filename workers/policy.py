@@ -48,14 +48,17 @@ def ttl_expired(ttl: int | None, status: dict) -> bool:
     """An instance expires when it has a TTL, is idle (nothing running, nothing queued) and its
     last request ended more than `ttl` seconds ago. `status` is the instance's own answer
     (``busy``, ``queued``, ``last_used`` and ``now`` on its monotonic clock)."""
-    if not ttl or status.get("busy") or status.get("queued"):
-        return False
-    return status["now"] - status["last_used"] >= ttl
+    return bool(ttl) and idle(status) and idle_for(status) >= ttl
 
 
 def idle(status: dict) -> bool:
     """Nothing running, nothing queued: the only state in which an instance may be evicted."""
     return not status.get("busy") and not status.get("queued")
+
+
+def idle_for(status: dict) -> float:
+    """Seconds since an idle instance's last request ended; 0 while it serves one."""
+    return status["now"] - status["last_used"] if idle(status) else 0.0
 
 
 def jit_evictions(rows: list[dict]) -> list[dict]:

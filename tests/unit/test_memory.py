@@ -80,6 +80,8 @@ def test_two_gpus_are_one_pool_and_a_process_on_both_counts_both(proc):
     reading = mem.read()
     assert [g.index for g in reading.gpus] == [0, 1] and mem.gpu_count() == 2
     assert reading.processes[7].gpu == 5 * GiB
+    assert mem.use(7) == reading.processes[7]  # one process alone: the same figures
+    assert mem.use(8) is None  # no such process
     assert reading.pools()["gpu"].total == 160 * GiB
     assert reading.pools()["gpu"].free == sum(g.free for g in reading.gpus) \
         == 160 * GiB - 2 * 615 * MiB - 6 * GiB
@@ -138,6 +140,7 @@ def test_ram_and_processes_in_cpu_mode(proc):
     assert set(reading.processes) == {1, 2}  # 3 is gone
     assert reading.processes[1].to_json() == {"ram_bytes": 400 * MiB, "gpu_bytes": 0,
                                               "total_bytes": 400 * MiB, "ram_peak_bytes": 500 * MiB}
+    assert mem.use(1) == reading.processes[1]
     assert reading.pools()["ram"].free == 12 * GiB - 160 * MiB
 
 
@@ -196,10 +199,11 @@ def test_settle_waits_until_the_unloaded_gpu_memory_shows_free(proc):
     def driver_frees():
         gpu.other = next(held)
     clock.on_sleep = driver_frees
-    mem.settle()
+    shown = mem.settle()
     assert 0 < clock.now < 1.0  # waited for it, not for the deadline
+    assert shown.pools()["gpu"].free == mem.read().pools()["gpu"].free  # the reading that showed it
     clock.on_sleep = lambda: pytest.fail("nothing pending: no wait")
-    mem.settle()
+    assert mem.settle() is None  # nothing pending: the caller reads for itself
 
 
 def test_settle_is_bounded_when_the_memory_never_shows(proc, caplog):

@@ -29,6 +29,8 @@ def test_ttl_expired_only_when_idle_long_enough():
     assert not policy.ttl_expired(None, idle)
     assert not policy.ttl_expired(60, {**idle, "busy": True})
     assert not policy.ttl_expired(60, {**idle, "queued": 1})
+    assert policy.idle_for(idle) == 60.0  # what eviction orders by, least recently used first
+    assert policy.idle_for({**idle, "busy": True}) == 0.0  # serving: used right now
 
 
 def test_jit_evictions_are_the_loaded_jit_instances():

@@ -221,8 +221,7 @@ class Instance:
     def expire(self, ttl: float) -> dict:
         """TTL: stop if idle (nothing queued or running) for `ttl` seconds."""
         expired, status = self._stop_if(lambda s: policy.ttl_expired(ttl, s))
-        idle_for = status["now"] - status["last_used"] if policy.idle(status) else 0.0
-        return {"expired": expired, "last_used_ago": idle_for}
+        return {"expired": expired, "last_used_ago": policy.idle_for(status)}
 
     def evict(self) -> dict:
         """Auto-evict: stop if idle right now."""

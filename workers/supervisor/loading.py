@@ -155,8 +155,8 @@ class Loader:
         refused: set[str] = set()  # instances that would not go this time: serving
         refreshed = False          # eviction candidates asked when they were last used
         for _ in range(MAX_ADMISSION_ROUNDS):
-            self.memory.settle()  # an unload's memory shows in the reading first (bounded)
-            reading = self.memory.read()
+            # an unload's memory shows in the reading first (bounded); its last reading serves
+            reading = self.memory.settle() or self.memory.read()
             limits = admission.limits(reading.mode, self.settings.memory_limit)
             with self.registry.lock:
                 instance = self._reusable(request, plan)
@@ -273,7 +273,7 @@ class Loader:
             if kind == "progress":
                 self.registry.progress(instance, float(event.get("progress", 0.0)))
             elif kind == "loaded":
-                use = self.memory.read().processes.get(process.pid)
+                use = self.memory.use(process.pid)
                 self.registry.loaded(instance, event["socket"], event["load_time_seconds"],
                                      use.to_json() if use is not None else None)
             elif kind == "failed":  # then it exits: the death watch reaps it with this reason

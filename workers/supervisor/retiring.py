@@ -131,8 +131,7 @@ class Retirer:
                 status = instance.process.ask(instance.socket, {"op": "status"}, timeout=2.0)
             except RPC_ERRORS:
                 continue
-            idle_for = status["now"] - status["last_used"] if policy.idle(status) else 0.0
-            instance.last_used = self.registry.wall_clock() - idle_for
+            instance.last_used = self.registry.wall_clock() - policy.idle_for(status)
 
     def evict(self, instance: Instance, why: str) -> bool:
         """Unload `instance` if it is idle — it decides, atomically — and wait until it has
