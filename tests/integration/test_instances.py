@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import break_model, our_processes, wait_for
 from lmhost import synthetic
 from workers import procs
+from workers.supervisor.processes import OPENMP_SPIN_COUNT
 
 
 def test_load_echo_listing_and_unload(live):
@@ -30,6 +31,9 @@ def test_load_echo_listing_and_unload(live):
     assert instance == {"id": "tiny-llama", "config": body["load_config"], "status": "loaded"}
     (row,) = live.table()
     assert procs.same_process(row["pid"], row["started"])
+    # llama.cpp's OpenMP threads sleep after ~1 ms at a barrier, leaving cores to the relay
+    environ = open(f"/proc/{row['pid']}/environ", "rb").read().split(b"\0")
+    assert f"GOMP_SPINCOUNT={OPENMP_SPIN_COUNT}".encode() in environ
 
     assert live.unload("tiny-llama").get_json() == {"instance_id": "tiny-llama"}
     assert live.instances("tiny-llama") == []

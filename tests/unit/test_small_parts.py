@@ -1,5 +1,6 @@
 """Lenient JSON bodies, llama.cpp failure reasons, an instance's queue and expiry (with a fake
-model and an injected clock), and the Unix socket server's quick path for whole requests."""
+model and an injected clock), the Unix socket server's quick path for whole requests, and an
+instance process's environment."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.helpers import wait_for
 from workers.crashes import failure_reason
 from workers.instance.server import Instance
 from workers.protocol import Channel, UnixServer, call
+from workers.supervisor.processes import OPENMP_SPIN_COUNT, instance_environment
 
 
 def test_trailing_commas_are_dropped_outside_strings_only():
@@ -184,3 +186,11 @@ def test_an_instance_queues_a_job_from_its_socket_and_answers_other_ops(tmp_path
         instance.server.shutdown()
         instance.server.server_close()
         instance.jobs.put(None)
+
+
+def test_instances_get_a_short_openmp_spin_unless_the_operator_chose_one():
+    env = instance_environment({"PATH": "/bin"})
+    assert env["GOMP_SPINCOUNT"] == OPENMP_SPIN_COUNT and env["PATH"] == "/bin"
+    assert env["GGML_NO_BACKTRACE"] == "1"
+    assert instance_environment({"GOMP_SPINCOUNT": "300000"})["GOMP_SPINCOUNT"] == "300000"
+    assert "GOMP_SPINCOUNT" not in instance_environment({"OMP_WAIT_POLICY": "active"})
