@@ -506,11 +506,17 @@ def socket_completion(socket_path: str, args, what: str) -> dict:
     request = {"op": "run", "kind": "generate", "if_idle": False,
                "params": {"prompt": args.prompt, "max_tokens": args.tokens,
                           "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED}}
-    stamps, text, finish = [], [], None
+    start, stamps, text, done = socket_job(socket_path, request, what)
+    finish = {"length": "length"}.get(done["stop"], "stop")
+    return metrics(start, stamps, time.perf_counter(), "".join(text), finish, args.tokens, what)
+
+
+def socket_job(socket_path: str, request: dict, what: str):
+    """One job on an instance's socket: (start, each text line's time, the texts, ``done``)."""
+    stamps, text = [], []
     start = time.perf_counter()
     try:
-        channel = Channel.connect(socket_path, REQUEST_TIMEOUT_S)
-        try:
+        with Channel.connect(socket_path, REQUEST_TIMEOUT_S) as channel:
             channel.send(request)
             while True:
                 message = channel.recv()
@@ -518,17 +524,12 @@ def socket_completion(socket_path: str, args, what: str) -> dict:
                 if "error" in message:
                     raise BenchError(f"{what}: {message['error']}")
                 if "done" in message:
-                    finish = {"length": "length"}.get(message["done"]["stop"], "stop")
-                    break
+                    return start, stamps, text, message["done"]
                 if message.get("text"):
                     stamps.append(now)
                     text.append(message["text"])
-            end = time.perf_counter()
-        finally:
-            channel.close()
     except (OSError, ProtocolError, KeyError, TypeError) as exc:
         raise BenchError(f"{what}: {type(exc).__name__}: {exc}") from None
-    return metrics(start, stamps, end, "".join(text), finish, args.tokens, what)
 
 
 class Server(common.Server):
@@ -933,25 +934,9 @@ def socket_chat(socket_path: str, what: str) -> dict:
     instance's share of every wire, without HTTP or a client's parsing of chunks."""
     request = {"op": "run", "kind": "generate", "if_idle": False,
                "params": {"messages": REAL_MESSAGES, "max_tokens": REAL_TOKENS, **REAL_SAMPLING}}
-    stamps, text, tokens = [], [], 0
-    start = time.perf_counter()
-    try:
-        with Channel.connect(socket_path, REQUEST_TIMEOUT_S) as channel:
-            channel.send(request)
-            while True:
-                message = channel.recv()
-                now = time.perf_counter()
-                if "error" in message:
-                    raise BenchError(f"{what}: {message['error']}")
-                if "done" in message:
-                    tokens = message["done"]["completion_tokens"]
-                    break
-                if message.get("text"):
-                    stamps.append(now)
-                    text.append(message["text"])
-    except (OSError, ProtocolError, KeyError, TypeError) as exc:
-        raise BenchError(f"{what}: {type(exc).__name__}: {exc}") from None
-    return real_metrics(start, stamps, time.perf_counter(), "".join(text), tokens, what)
+    start, stamps, text, done = socket_job(socket_path, request, what)
+    return real_metrics(start, stamps, time.perf_counter(), "".join(text),
+                        done["completion_tokens"], what)
 
 
 def sdk_chat(llm, what: str) -> dict:
