@@ -65,9 +65,13 @@ class Channel:
         return line
 
     def recv(self):
-        return self._decode(self.recv_line())
+        line = self.recv_line()
+        try:
+            return json.loads(line)
+        except ValueError as exc:
+            raise ProtocolError(f"not JSON: {exc}") from None
 
-    def ready_line(self, wait: float):
+    def recv_ready(self, wait: float):
         """The next object if its whole line arrives within `wait` seconds, else None."""
         readable, _, _ = select.select([self.sock], [], [], wait)
         if not readable:
@@ -77,13 +81,6 @@ class Channel:
         except BlockingIOError:
             return None
         return self.recv() if b"\n" in peeked else None
-
-    @staticmethod
-    def _decode(line: bytes):
-        try:
-            return json.loads(line)
-        except ValueError as exc:
-            raise ProtocolError(f"not JSON: {exc}") from None
 
     def settimeout(self, timeout: float | None) -> None:
         self.sock.settimeout(timeout)
@@ -129,7 +126,7 @@ class UnixServer(socketserver.UnixStreamServer):
         self.take = take
         if os.path.exists(self.path):  # a stale socket file left by a dead owner
             os.unlink(self.path)
-        super().__init__(self.path, socketserver.BaseRequestHandler, bind_and_activate=True)
+        super().__init__(self.path, socketserver.BaseRequestHandler)  # process_request serves
         os.chmod(self.path, 0o600)
 
     def process_request(self, sock: socket.socket, client_address) -> None:
@@ -138,7 +135,7 @@ class UnixServer(socketserver.UnixStreamServer):
         work: Callable[[], None] | None = lambda: self.handle_channel(channel)
         if self.take is not None:
             try:
-                request = channel.ready_line(TAKE_WAIT)
+                request = channel.recv_ready(TAKE_WAIT)
                 if request is not None:
                     work = self.take(channel, request)
             except (OSError, ProtocolError):

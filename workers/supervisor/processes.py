@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Mapping, Protocol
 
 from workers import procs
 from workers.protocol import call
@@ -35,7 +35,7 @@ KILL_WAIT = 5.0  # seconds a SIGKILLed process gets to be reaped
 OPENMP_SPIN_COUNT = "20000"
 
 
-def instance_environment(environ: dict) -> dict:
+def instance_environment(environ: Mapping[str, str]) -> dict:
     """An instance process's environment: the service's, with llama.cpp's crash backtraces
     off (they only add noise to the log tail), unbuffered output, and the OpenMP spin count
     above unless the operator set OpenMP's waiting themselves."""
@@ -153,7 +153,7 @@ class Launcher:
 
     def spawn(self) -> ChildProcess:
         handle = uuid.uuid4().hex[:HANDLE_LENGTH]
-        env = instance_environment(dict(os.environ))
+        env = instance_environment(os.environ)
         with open(self.state_dir.log(handle), "ab") as log_file:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "workers.instance", "--state-dir", str(self.state_dir.path),
