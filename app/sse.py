@@ -10,9 +10,11 @@ rather than a truncated answer.
 from __future__ import annotations
 
 import json
+import socket
+from dataclasses import dataclass
 from typing import Iterable
 
-from flask import Response
+from flask import Response, request
 
 from workers.errors import LmhostError, to_wire
 
@@ -40,7 +42,36 @@ def event_stream(events: Iterable[tuple[str | None, bytes]], *, end: bytes | Non
 
 
 def _frame(name: str | None, data: bytes) -> bytes:
-    return (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + data + b"\n\n"
+    return _head(name) + data + b"\n\n"
+
+
+def _head(name: str | None) -> bytes:
+    return (b"event: " + name.encode() + b"\n" if name else b"") + b"data: "
+
+
+@dataclass(frozen=True)
+class DirectText:
+    """The client's connection, for the instance to write a stream's further text events on
+    itself (`workers.inference.Reply.hand_off`): the events `event_stream` would write, each
+    as the HTTP chunk gunicorn would frame it."""
+    sock: socket.socket
+
+    def hand_off(self, reply, prefix: bytes, suffix: bytes, event: str | None = None) -> None:
+        """`reply`'s further texts go straight to the client, as events named `event` whose
+        data is `prefix` + the text as JSON + `suffix`. Call it once the response head and
+        the events before are written (in a streamed body: after yielding the event before)."""
+        reply.hand_off(self.sock, _head(event) + prefix, suffix + b"\n\n")
+
+
+def direct_text(enabled: bool) -> DirectText | None:
+    """A `DirectText` for this request, when the instance can write on its connection:
+    `enabled` (``LMHOST_STREAM_HANDOFF``), gunicorn's plain socket (not TLS) and HTTP/1.1,
+    whose body gunicorn sends chunked. Else None: the worker relays every event."""
+    sock = request.environ.get("gunicorn.socket")
+    if (not enabled or type(sock) is not socket.socket
+            or request.environ.get("SERVER_PROTOCOL") != "HTTP/1.1"):
+        return None
+    return DirectText(sock)
 
 
 def events_schema(*events: tuple[str | None, object]) -> dict:

@@ -19,6 +19,7 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | context_length | LMHOST_CONTEXT_LENGTH | 4096           | default n_ctx, capped by the model's     |
 | instance_threads | LMHOST_INSTANCE_THREADS | CPU cores    | llama.cpp threads of each instance       |
 | queue_size   | LMHOST_QUEUE_SIZE   | 8                  | requests queued per instance beyond the running one |
+| stream_handoff | LMHOST_STREAM_HANDOFF | 1                | a streamed text's instance writes its tokens on the client's connection itself |
 | unload_timeout | LMHOST_UNLOAD_TIMEOUT | 30             | seconds an unload waits for the request in flight |
 | spare_instances | LMHOST_SPARE_INSTANCES | 1            | pre-started instance processes (llama_cpp imported) |
 | jit          | LMHOST_JIT          | 1                  | /v1 requests load models that are not loaded |
@@ -88,6 +89,7 @@ class Settings:
     context_length: int = 4096
     instance_threads: int = 0  # 0: one per CPU core available to the process
     queue_size: int = 8
+    stream_handoff: bool = True
     unload_timeout: int = 30
     spare_instances: int = 1
     jit: bool = True
@@ -267,6 +269,7 @@ _PARSERS = {
     "context_length": _int_in(1, 1 << 24),
     "instance_threads": _int_in(0, 1024),
     "queue_size": _int_in(0, 4096),
+    "stream_handoff": _flag,
     "unload_timeout": _int_in(0, 3600),
     "spare_instances": _int_in(0, 4),
     "jit": _flag,

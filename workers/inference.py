@@ -76,14 +76,18 @@ class Inference:
                                    and (not pinned or r["variant"] == variant.name)], None)
 
     def run(self, reference: str, kind: str, params: dict, *, stream: bool,
-            ttl: int | None = None, target: Target | None = None) -> "Reply":
+            ttl: int | None = None, target: Target | None = None,
+            hand_off: bool = False) -> "Reply":
         """Route the request to an instance (loading one if needed) and return its reply once
         the instance has answered first; answers carry `reference` as their ``model``.
-        `target`: `target(reference)` when the caller has just found it. Raises `LmhostError`
-        for everything the client should hear."""
+        `target`: `target(reference)` when the caller has just found it. `hand_off`: the
+        caller will hand the instance its client's socket after the first text
+        (`Reply.hand_off`). Raises `LmhostError` for everything the client should hear."""
         target = target or self.target(reference)
         self.check_type(reference, target, kind)
         request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference}
+        if hand_off:
+            request["hand_off"] = True
         for attempt in (1, 2):  # a second try after the chosen instance died under us
             rows = target.rows or self._jit_load(reference, ttl)
             channel, first, row = self._dispatch(rows, request)
@@ -264,6 +268,18 @@ class Reply:
             elif "done" in message:
                 answer.done = message["done"]
         return answer
+
+    def hand_off(self, sock, before: bytes, after: bytes) -> None:
+        """Give the instance the client's connection (`sock`, a plain socket whose response
+        head and earlier chunks are written): it writes every further text itself, each as
+        one HTTP chunk ``before`` + the text as JSON + ``after`` (`workers.instance.handoff`),
+        and `messages()` goes on with the other lines. For a `run` with ``hand_off``, after
+        its first text."""
+        try:
+            self.channel.send({"op": "hand_off", "before": before.decode(), "after": after.decode()},
+                              fds=(sock.fileno(),))
+        except OSError:
+            pass  # it ended already, or died: messages() says which
 
     def cancel(self) -> None:
         try:

@@ -33,6 +33,10 @@ def _dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# a message.delta event's data is this prefix and suffix around its text as JSON
+DELTA_TEMPLATE = tuple(_dumps({"type": "message.delta", "content": "\0"}).split(b'"\\u0000"'))
+
+
 class NativeChat:
     def __init__(self, inference: Inference, store: ResponseStore):
         self.inference = inference
@@ -57,10 +61,12 @@ class NativeChat:
         params = {job: body[field] for field, job in SAMPLING.items() if body.get(field) is not None}
         return messages, params, target
 
-    def chat(self, body: dict) -> dict | Iterator[Event]:
+    def chat(self, body: dict, direct=None) -> dict | Iterator[Event]:
+        """`direct`: how to hand the client's connection to the instance after the first
+        ``message.delta`` (`app.sse.DirectText` for those events), or None."""
         messages, params, target = self.prepare(body)
         if body.get("stream"):
-            return self._events(body, messages, params, target)
+            return self._events(body, messages, params, target, direct)
         load_time = None
         for message in self._load(body, target):
             if "result" in message:
@@ -78,12 +84,13 @@ class NativeChat:
         return self.inference.jit_events(body["model"], body.get("ttl"), body.get("context_length"))
 
     def _run(self, body: dict, messages: list[dict], params: dict, progress: bool = False,
-             target: Target | None = None):
+             target: Target | None = None, hand_off: bool = False):
         try:
             return self.inference.run(body["model"], "generate",
                                       {**params, "messages": messages, "progress": progress},
                                       stream=True, ttl=body.get("ttl"),
-                                      target=target if target and target.rows else None)
+                                      target=target if target and target.rows else None,
+                                      hand_off=hand_off)
         except LmhostError as error:
             if error.param in PARAMS:
                 error.message = error.message.replace(f"{error.param}:", f"{PARAMS[error.param]}:", 1)
@@ -107,7 +114,7 @@ class NativeChat:
         return result
 
     def _events(self, body: dict, messages: list[dict], params: dict,
-                 target: Target) -> Iterator[Event]:
+                 target: Target, direct) -> Iterator[Event]:
         instance_id, text, done, load_time = self._expected_instance(body, target), [], {}, None
 
         def event(name: str, **data) -> Event:
@@ -127,7 +134,8 @@ class NativeChat:
                 elif message.get("progress") is not None:
                     yield event("model_load.progress", model_instance_id=instance_id,
                                 progress=message["progress"])
-            reply = self._run(body, messages, params, progress=True, target=target)
+            reply = self._run(body, messages, params, progress=True, target=target,
+                              hand_off=direct is not None)
             instance_id = reply.instance_id
             messages_iter = reply.messages()
             started = False
@@ -147,8 +155,12 @@ class NativeChat:
                         yield event("message.start")
                     text.append(message["text"])
                     yield event("message.delta", content=message["text"])
+                    if direct is not None:  # the instance writes the further deltas
+                        direct.hand_off(reply, *DELTA_TEMPLATE, event="message.delta")
+                        direct = None
                 elif "done" in message:
                     done = message["done"]
+                    text.append(done.get("handed_off", ""))
             if started:
                 yield event("message.end")
         except LmhostError as error:

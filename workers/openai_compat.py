@@ -24,6 +24,7 @@ from typing import Iterator
 
 from workers.errors import LmhostError
 from workers.inference import Inference, Reply
+from workers.protocol import json_text
 
 SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
             "frequency_penalty", "top_k", "min_p", "repeat_penalty")
@@ -36,9 +37,10 @@ PARAMS = {"json_schema": "response_format", "json_object": "response_format",
           "grammar": "response_format"}
 
 
-def _run(inference: Inference, body: dict, params: dict, ttl=None) -> Reply:
+def _run(inference: Inference, body: dict, params: dict, ttl=None, direct=None) -> Reply:
     try:
-        return inference.run(body["model"], "generate", params, stream=True, ttl=ttl)
+        return inference.run(body["model"], "generate", params, stream=True, ttl=ttl,
+                             hand_off=direct is not None)
     except LmhostError as error:
         if error.param in PARAMS:
             error.message = error.message.replace(f"{error.param}:", f"{PARAMS[error.param]}:", 1)
@@ -90,14 +92,23 @@ def chat_params(body: dict) -> dict:
     return params
 
 
-def chat(inference: Inference, body: dict) -> Answer:
-    """/v1/chat/completions, with the model's own chat template (from its GGUF)."""
-    reply = _run(inference, body, chat_params(body), body.get("ttl"))
+def _direct(body: dict, params: dict, direct):
+    """`direct` for a stream whose text chunks are plain (no log-probabilities)."""
+    return direct if body.get("stream") and "logprobs" not in params else None
+
+
+def chat(inference: Inference, body: dict, direct=None) -> Answer:
+    """/v1/chat/completions, with the model's own chat template (from its GGUF). `direct`:
+    how to hand the client's connection to the instance after the first text chunk
+    (`app.sse.DirectText`), or None."""
+    params = chat_params(body)
+    direct = _direct(body, params, direct)
+    reply = _run(inference, body, params, body.get("ttl"), direct)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": body["model"]}
     if body.get("stream"):
         return _chat_chunks(reply, head, bool((body.get("stream_options") or {})
-                                              .get("include_usage")))
+                                              .get("include_usage")), direct)
     answer = reply.collect()
     text, logprobs, calls, done = answer.text, answer.logprobs, answer.tool_calls, answer.done
     assistant = {"role": "assistant", "content": "".join(text) if text or not calls else None}
@@ -122,7 +133,7 @@ def _chat_logprob(entry: dict) -> dict:
     return out
 
 
-def _chat_chunks(reply: Reply, head: dict, include_usage: bool) -> Iterator[bytes]:
+def _chat_chunks(reply: Reply, head: dict, include_usage: bool, direct) -> Iterator[bytes]:
     base = {**head, "object": "chat.completion.chunk"}
 
     def chunk(delta: dict, finish: str | None = None, logprobs=None) -> bytes:
@@ -141,7 +152,10 @@ def _chat_chunks(reply: Reply, head: dict, include_usage: bool) -> Iterator[byte
                     yield chunk({"content": message["text"]}, logprobs={
                         "content": [_chat_logprob(e) for e in message["logprobs"]]})
                 else:
-                    yield prefix + _dumps(message["text"]) + suffix
+                    yield prefix + json_text(message["text"]) + suffix
+                    if direct is not None:  # the instance writes the further text chunks
+                        direct.hand_off(reply, prefix, suffix)
+                        direct = None
             elif "tool_calls" in message:
                 yield chunk({"tool_calls": [_tool_call(call, i)
                                             for i, call in enumerate(message["tool_calls"])]})
@@ -156,28 +170,31 @@ def _chat_chunks(reply: Reply, head: dict, include_usage: bool) -> Iterator[byte
 
 # -- completions ---------------------------------------------------------------------------------
 
-def complete(inference: Inference, body: dict) -> Answer:
+def complete(inference: Inference, body: dict, direct=None) -> Answer:
     """/v1/completions. `prompt` may be a list: one choice per prompt, in order (each prompt
-    is a job of its own; a stream relays them one after the other, choices renumbered)."""
+    is a job of its own; a stream relays them one after the other, choices renumbered).
+    `direct`: as for `chat`."""
     params = _sampling(body)
     if body.get("logprobs") is not None:
         params["logprobs"] = body["logprobs"]
+    direct = _direct(body, params, direct)
     prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
     ttl = body.get("ttl")
     head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
             "created": int(time.time()), "model": body["model"]}
     echo = bool(body.get("echo"))
     # The first job runs now, so that an unknown model is an HTTP error, not a stream's.
-    first = _run(inference, body, {**params, "prompt": prompts[0]}, ttl)
+    first = _run(inference, body, {**params, "prompt": prompts[0]}, ttl, direct)
 
     def replies():
         yield first
         for prompt in prompts[1:]:
-            yield _run(inference, body, {**params, "prompt": prompt})
+            yield _run(inference, body, {**params, "prompt": prompt}, direct=direct)
 
     if body.get("stream"):
         return _completion_chunks(replies(), prompts, head, echo, body.get("logprobs") is not None,
-                                  bool((body.get("stream_options") or {}).get("include_usage")))
+                                  bool((body.get("stream_options") or {}).get("include_usage")),
+                                  direct)
     choices, total = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     for index, reply in enumerate(replies()):
         answer = reply.collect()
@@ -202,7 +219,7 @@ def _completion_logprobs(entries: list[dict], offset: int = 0) -> dict:
 
 
 def _completion_chunks(replies, prompts: list[str], head: dict, echo: bool, logprobs: bool,
-                       include_usage: bool) -> Iterator[bytes]:
+                       include_usage: bool, direct) -> Iterator[bytes]:
     def chunk(index: int, text: str, finish: str | None = None, lp=None) -> bytes:
         return _dumps({**head, "choices": [{"text": text, "index": index, "logprobs": lp,
                                             "finish_reason": finish}]})
@@ -214,7 +231,7 @@ def _completion_chunks(replies, prompts: list[str], head: dict, echo: bool, logp
         try:
             if echo:
                 yield chunk(index, prompts[index])
-            done, offset = {}, 0
+            done, offset, handed = {}, 0, False
             for message in messages:
                 if "text" in message:
                     if logprobs:
@@ -222,7 +239,10 @@ def _completion_chunks(replies, prompts: list[str], head: dict, echo: bool, logp
                             message.get("logprobs", []), offset))
                         offset += len(message["text"])
                     else:
-                        yield prefix + _dumps(message["text"]) + suffix
+                        yield prefix + json_text(message["text"]) + suffix
+                        if direct is not None and not handed:
+                            direct.hand_off(reply, prefix, suffix)
+                            handed = True
                 elif "done" in message:
                     done = message["done"]
             yield chunk(index, "", FINISH[done["stop"]])

@@ -22,12 +22,14 @@ import threading
 from typing import Callable
 
 MAX_LINE = 16 * 1024 * 1024
-# How far, and how long, an accepting thread looks for a connection's whole first line
-# (`UnixServer`'s take): a client sends its request right after connecting, so it is there at
-# once or within a few hundred microseconds. A longer or later one is read by the
-# connection's thread.
-PEEK_LIMIT = 64 * 1024
+READ_SIZE = 64 * 1024
+# How long an accepting thread waits for a connection's first line (`UnixServer`'s take): a
+# client sends its request right after connecting, so it is there at once or within a few
+# hundred microseconds. A later or longer one is read by the connection's thread.
 TAKE_WAIT = 0.002
+# File descriptors a line may carry (SCM_RIGHTS): an HTTP worker hands an instance its
+# client's connection with one line (`workers.inference.Reply.hand_off`).
+MAX_FDS = 1
 
 
 class ProtocolError(ConnectionError):
@@ -35,11 +37,15 @@ class ProtocolError(ConnectionError):
 
 
 class Channel:
-    """One connection: `send(obj)` writes a line, `recv()` reads the next object."""
+    """One connection: `send(obj)` writes a line, `recv()` reads the next object. A line
+    may carry file descriptors (`send(obj, fds)`); the receiver claims them with `take_fd()`,
+    and the ones nobody claimed are closed with the channel."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self._reader = sock.makefile("rb")
+        self._buffer = bytearray()
+        self._scanned = 0  # no newline in _buffer[:_scanned]
+        self._fds: list[int] = []
 
     @classmethod
     def connect(cls, path: str | os.PathLike, timeout: float | None) -> "Channel":
@@ -52,50 +58,95 @@ class Channel:
             raise
         return cls(sock)
 
-    def send(self, obj) -> None:
-        self.sock.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+    def send(self, obj, fds: tuple[int, ...] = ()) -> None:
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        if fds:
+            sent = socket.send_fds(self.sock, [data], list(fds))
+            data = data[sent:]
+        if data:
+            self.sock.sendall(data)
 
     def recv_line(self) -> bytes:
         """The next line as sent, newline included (for relaying without decoding)."""
-        line = self._reader.readline(MAX_LINE + 1)
-        if not line:
-            raise ProtocolError("connection closed by peer")
-        if len(line) > MAX_LINE or not line.endswith(b"\n"):
-            raise ProtocolError("line too long or cut short")
-        return line
+        while True:
+            line = self._buffered_line()
+            if line is not None:
+                return line
+            if not self._fill(0):
+                raise ProtocolError("connection closed by peer" if not self._buffer
+                                    else "line cut short")
 
     def recv(self):
-        line = self.recv_line()
-        try:
-            return json.loads(line)
-        except ValueError as exc:
-            raise ProtocolError(f"not JSON: {exc}") from None
+        return _decode(self.recv_line())
 
     def recv_ready(self, wait: float):
-        """The next object if its whole line arrives within `wait` seconds, else None."""
-        readable, _, _ = select.select([self.sock], [], [], wait)
-        if not readable:
+        """The next object if its whole line arrives within `wait` seconds, else None (what
+        did arrive stays buffered for the next `recv`)."""
+        line = self._buffered_line()
+        if line is None:
+            readable, _, _ = select.select([self.sock], [], [], wait)
+            if not readable:
+                return None
+            try:
+                if not self._fill(socket.MSG_DONTWAIT):
+                    raise ProtocolError("connection closed by peer")
+            except BlockingIOError:
+                return None
+            line = self._buffered_line()
+        return None if line is None else _decode(line)
+
+    def take_fd(self) -> int | None:
+        """A file descriptor that came with the lines read so far (the caller owns it)."""
+        return self._fds.pop(0) if self._fds else None
+
+    def _buffered_line(self) -> bytes | None:
+        end = self._buffer.find(b"\n", self._scanned)
+        if end >= MAX_LINE:
+            raise ProtocolError("line too long")
+        if end < 0:
+            self._scanned = len(self._buffer)
+            if self._scanned > MAX_LINE:
+                raise ProtocolError("line too long")
             return None
-        try:
-            peeked = self.sock.recv(PEEK_LIMIT, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return None
-        return self.recv() if b"\n" in peeked else None
+        line = bytes(self._buffer[:end + 1])
+        del self._buffer[:end + 1]
+        self._scanned = 0
+        return line
+
+    def _fill(self, flags: int) -> bool:
+        """Read what is there (blocking unless `flags` says not to); False at end of stream."""
+        data, fds, _, _ = socket.recv_fds(self.sock, READ_SIZE, MAX_FDS, flags)
+        self._fds.extend(fds)
+        self._buffer += data
+        return bool(data)
 
     def settimeout(self, timeout: float | None) -> None:
         self.sock.settimeout(timeout)
 
     def close(self) -> None:
-        try:
-            self._reader.close()
-        finally:
-            self.sock.close()
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+        self.sock.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def json_text(text: str) -> bytes:
+    """A text as JSON, spelled the one way every streamed text chunk spells it (UTF-8 as it
+    is), whether the HTTP worker writes the chunk or the instance (`instance.handoff`)."""
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
+def _decode(line: bytes):
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
 
 
 def call(path: str | os.PathLike, request: dict, timeout: float = 5.0) -> dict:

@@ -8,7 +8,7 @@ from flask import jsonify
 from app.api import Blueprint
 from app.chat.schemas import CHAT_EXAMPLE, EVENTS, NativeChatRequestSchema, NativeChatResponseSchema
 from app.extensions import engine
-from app.sse import event_stream
+from app.sse import direct_text, event_stream
 
 blp = Blueprint("chat", __name__, url_prefix="/api/v1",
                 description="LM Studio's native chat (JIT loading, TTL, stored chats)")
@@ -25,7 +25,8 @@ blp = Blueprint("chat", __name__, url_prefix="/api/v1",
             "insufficient_memory", "unavailable")
 def chat(body):
     """Chat with a model: one turn, a stored chat continued with `previous_response_id`."""
-    answer = engine().chat.chat(body)
+    eng = engine()
+    answer = eng.chat.chat(body, direct_text(eng.settings.stream_handoff))
     if body.get("stream"):
         return event_stream(answer)
     return jsonify(answer)

@@ -13,7 +13,7 @@ from app.openai.schemas import (CHAT_EXAMPLE, COMPLETION_EXAMPLE, EMBEDDING_EXAM
                                 ChatRequestSchema, CompletionChunkSchema, CompletionRequestSchema,
                                 CompletionSchema, EmbeddingListSchema, EmbeddingRequestSchema,
                                 OpenAIModelListSchema)
-from app.sse import event_stream
+from app.sse import direct_text, event_stream
 from workers import openai_compat
 from workers.listing import openai_models
 
@@ -54,7 +54,9 @@ def list_models():
 @blp.errors(*INFERENCE_ERRORS)
 def chat_completions(body):
     """Chat with the model's own chat template (from its GGUF)."""
-    return _send(body, openai_compat.chat(engine().inference, body))
+    eng = engine()
+    return _send(body, openai_compat.chat(eng.inference, body,
+                                          direct_text(eng.settings.stream_handoff)))
 
 
 @blp.route("/completions", methods=["POST"])
@@ -64,7 +66,9 @@ def chat_completions(body):
 @blp.errors(*INFERENCE_ERRORS)
 def completions(body):
     """Text completion; `prompt` may be a list (one choice per prompt, in order)."""
-    return _send(body, openai_compat.complete(engine().inference, body))
+    eng = engine()
+    return _send(body, openai_compat.complete(eng.inference, body,
+                                              direct_text(eng.settings.stream_handoff)))
 
 
 @blp.route("/embeddings", methods=["POST"])

@@ -4,6 +4,8 @@ auto-evict, routing over several instances, queue limits, a killed instance, can
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
@@ -14,6 +16,7 @@ import openai
 import pytest
 import requests
 
+from tests.e2e.conftest import clean_env
 from tests.helpers import wait_for
 from lmhost import synthetic
 from workers.protocol import Channel
@@ -241,3 +244,67 @@ def test_a_client_that_goes_away_stops_its_generation(demo_models, serve):
     answer = requests.post(server.url + "/v1/completions", timeout=30,
                            json={"model": "tiny-llama", "prompt": "x", "max_tokens": 2}).json()
     assert answer["usage"]["completion_tokens"] == 2
+
+
+def sse_events(response) -> list[tuple[str | None, dict | str]]:
+    """(event name, data) of each event of an http.client response, read to its end."""
+    events, name = [], None
+    for raw in response.read().decode().split("\n"):
+        if raw.startswith("event: "):
+            name = raw[7:]
+        elif raw.startswith("data: "):
+            data = raw[6:]
+            events.append((name, data if data == "[DONE]" else json.loads(data)))
+            name = None
+    return events
+
+
+@pytest.mark.parametrize("handoff", ["1", "0"])
+def test_streams_read_the_same_whether_the_instance_or_the_worker_writes_them(
+        demo_models, serve, handoff):
+    """With LMHOST_STREAM_HANDOFF on (the default) the instance writes a stream's text after
+    the first on the client's connection; the client reads the same events either way, and the
+    connection stays usable for its next request (keep-alive)."""
+    server = serve(demo_models, env=clean_env(LMHOST_STREAM_HANDOFF=handoff))
+    requests.post(server.url + "/api/v1/models/load", json={"model": "tiny-llama"}, timeout=30)
+    row = rows(server)["tiny-llama"]
+    conn = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=30)
+
+    def post(path, body):
+        conn.request("POST", path, body=json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200
+        return response
+
+    sampling = {"model": "tiny-llama", "max_tokens": 40, "temperature": 0}
+    handed = instance_status(row)["handed_off_tokens"]
+    events = sse_events(post("/v1/completions", {**sampling, "prompt": "Once", "stream": True,
+                                                 "stream_options": {"include_usage": True}}))
+    assert events[-1] == (None, "[DONE]")
+    streamed = "".join(c["choices"][0]["text"] for _, c in events[:-1] if c["choices"])
+    tokens = events[-2][1]["usage"]["completion_tokens"]
+    whole = json.loads(post("/v1/completions", {**sampling, "prompt": "Once"}).read())
+    assert streamed == whole["choices"][0]["text"] and tokens == 40
+    handed_now = instance_status(row)["handed_off_tokens"] - handed
+    assert 0 < handed_now < tokens if handoff == "1" else handed_now == 0
+
+    events = sse_events(post("/v1/chat/completions", {**sampling, "messages": CHAT,
+                                                      "stream": True}))
+    deltas = "".join(c["choices"][0]["delta"].get("content") or "" for _, c in events[:-1])
+    whole = json.loads(post("/v1/chat/completions", {**sampling, "messages": CHAT}).read())
+    assert deltas == whole["choices"][0]["message"]["content"] and deltas
+
+    events = sse_events(post("/api/v1/chat", {"model": "tiny-llama", "input": "Hi",
+                                              "max_output_tokens": 30, "temperature": 0,
+                                              "stream": True}))
+    deltas = "".join(data["content"] for name, data in events if name == "message.delta")
+    end = [data for name, data in events if name == "chat.end"][0]["result"]
+    assert deltas and end["output"][0]["content"] == deltas  # the instance's text, told back
+
+    handed = instance_status(row)["handed_off_tokens"]
+    events = sse_events(post("/v1/completions", {**sampling, "prompt": "Once", "stream": True,
+                                                 "logprobs": 1}))
+    assert all(c["choices"][0]["logprobs"] for _, c in events[:-2])  # the worker wrote them
+    assert instance_status(row)["handed_off_tokens"] == handed
+    conn.close()

@@ -17,7 +17,10 @@ Requests, one JSON line on a fresh connection to the instance's socket:
 - ``{"op": "run", "kind": "embedding", "params": {"input": str | [str]}}``.
 
 While a job runs, the client may send ``{"op": "cancel"}`` on the same connection; closing
-the connection cancels too. Either stops a generation before its next token.
+the connection cancels too. Either stops a generation before its next token. A ``generate``
+request with ``"hand_off": true`` is answered as below up to its first ``text`` line; the
+client then sends ``{"op": "hand_off", "before", "after"}`` with its HTTP client's socket,
+and the instance writes every further text itself (`workers.instance.handoff`).
 
 Answers, JSON lines: an ``{"error": {"type", "message", "param"}}`` line instead of anything
 else when the request cannot be served (bad schema, prompt too long, ...). Otherwise, for
@@ -32,12 +35,14 @@ else when the request cannot be served (bad schema, prompt too long, ...). Other
 - ``{"done": {"stop", "prompt_tokens", "cached_tokens", "completion_tokens", "ttft",
   "seconds", "tokens_per_second", "stop_string"?}}`` last; ``stop`` is ``eos``, ``length``
   (``max_tokens``), ``context`` (the context is full), ``stop_string``, ``tool_calls`` or
-  ``cancelled``; times in seconds from when the job started running.
+  ``cancelled``; times in seconds from when the job started running; ``handed_off``: the text
+  the instance wrote on the client's socket itself.
 
 ``embedding`` answers ``{"result": <llama-cpp-python's create_embedding answer>}``.
 
-`on_tokens(n)` hears of generated tokens as they come (the instance's ``generated_tokens``,
-for ``/metrics``): each ``text`` line's ``tokens``.
+`on_tokens(n, handed_off)` hears of generated tokens as they come (the instance's
+``generated_tokens`` and ``handed_off_tokens``, for ``/metrics``): each ``text`` line's
+``tokens``, and whether the instance wrote them on the client's connection.
 """
 
 from __future__ import annotations
@@ -45,18 +50,36 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from workers.instance.handoff import Handoff
 from workers.protocol import Channel
 
 
 def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event,
-            on_tokens: Callable[[int], None] = lambda n: None) -> None:
+            on_tokens: Callable[[int, bool], None] = lambda n, handed_off: None,
+            handoff: Handoff | None = None) -> None:
+    """`handoff`: the job's, when its request asked for one."""
     kind, params = request.get("kind"), dict(request.get("params") or {})
     if kind == "generate":
+        texts = 0
+
         def send(line: dict) -> None:  # raises when the client is gone
+            nonlocal texts
+            if handoff is not None:
+                if "text" in line:
+                    texts += 1
+                    if texts > 1:  # the first goes to the worker, which then hands over
+                        on_tokens(line.get("tokens", 0), handoff.write_text(line["text"]))
+                        return
+                elif "done" in line:
+                    line = {"done": {**line["done"], "handed_off": handoff.close()}}
             if line.get("tokens"):
-                on_tokens(line["tokens"])
+                on_tokens(line["tokens"], False)
             channel.send(line)
-        engine.generate(params, send, cancelled)
+        try:
+            engine.generate(params, send, cancelled)
+        finally:
+            if handoff is not None:
+                handoff.close()
     elif kind == "embedding":
         result = engine.llm.create_embedding(params.get("input", ""))
         result["model"] = request.get("model") or result.get("model")

@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 from workers import policy
+from workers.instance.handoff import Handoff
 from workers.instance.jobs import run_job
 from workers.instance.structured import RequestError
 from workers.protocol import Channel, ProtocolError, UnixServer
@@ -36,9 +37,20 @@ class Job:
         self.channel = channel
         self.done = threading.Event()
         self.cancelled = threading.Event()  # the client sent cancel, or went away
+        # a text generation whose HTTP worker hands over its client (not with log-probabilities:
+        # those chunks are the worker's to write)
+        wants = (request.get("hand_off") is True and request.get("kind") == "generate"
+                 and (request.get("params") or {}).get("logprobs") is None)
+        self.handoff = Handoff(self.cancelled) if wants else None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        if self.handoff is not None:
+            self.handoff.wake()
 
     def watch(self) -> None:
-        """Until the job is done: a ``cancel`` line or the connection closing cancels it."""
+        """Until the job is done: a ``cancel`` line or the connection closing cancels it; a
+        ``hand_off`` line gives the job its client's socket."""
         while not self.done.is_set():
             try:
                 readable, _, _ = select.select([self.channel.sock], [], [], 0.2)
@@ -46,12 +58,28 @@ class Job:
                     continue
                 message = self.channel.recv()
             except (OSError, ProtocolError, ValueError):
-                self.cancelled.set()
+                self.cancel()
                 return
-            if isinstance(message, dict) and message.get("op") == "cancel":
-                self.cancelled.set()
+            op = message.get("op") if isinstance(message, dict) else None
+            if op == "cancel":
+                self.cancel()
                 self.done.wait()
                 return
+            if op == "hand_off":
+                self._take_handoff(message)
+
+    def _take_handoff(self, message: dict) -> None:
+        fd = self.channel.take_fd()
+        before, after = message.get("before"), message.get("after")
+        if self.handoff is None:
+            if fd is not None:
+                os.close(fd)  # not asked for: the job goes on as it was
+        elif fd is None or not isinstance(before, str) or not isinstance(after, str):
+            if fd is not None:
+                os.close(fd)
+            self.cancel()  # a writer waits for this hand-off: it cannot be taken
+        else:
+            self.handoff.give(fd, before.encode(), after.encode())
 
 
 class Instance:
@@ -72,6 +100,7 @@ class Instance:
         self.pending = 0
         self.running = False
         self.generated_tokens = 0  # since the load, for /metrics (guarded by state_lock)
+        self.handed_off_tokens = 0  # of those, written on a client's connection (handoff)
         self.last_used = clock()
         self.stopping = threading.Event()
         self.server: UnixServer | None = None
@@ -166,7 +195,7 @@ class Instance:
             try:
                 if not job.cancelled.is_set():  # cancelled while queued: nothing to do
                     run_job(self.engine, job.request, job.channel, job.cancelled,
-                            self._count_tokens)
+                            self._count_tokens, job.handoff)
             except (OSError, ProtocolError):
                 pass  # the client went away: its generation stops here
             except RequestError as exc:
@@ -196,11 +225,14 @@ class Instance:
         # caller holds state_lock
         return {"busy": self.running, "queued": self.pending - self.running,
                 "last_used": self.last_used, "now": self.clock(),
-                "generated_tokens": self.generated_tokens}
+                "generated_tokens": self.generated_tokens,
+                "handed_off_tokens": self.handed_off_tokens}
 
-    def _count_tokens(self, count: int) -> None:
+    def _count_tokens(self, count: int, handed_off: bool) -> None:
         with self.state_lock:
             self.generated_tokens += count
+            if handed_off:
+                self.handed_off_tokens += count
 
     def status(self) -> dict:
         with self.state_lock:

@@ -1,0 +1,173 @@
+"""A stream handed off to its instance (`workers.instance.handoff`): a line that carries a file
+descriptor, and an instance (its real socket server, a scripted engine) that writes a stream's
+further text on the client's connection itself, stops when that client is gone or stops
+reading, and keeps log-probabilities for the worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from tests.helpers import wait_for
+from workers.instance.server import Instance
+from workers.protocol import Channel
+
+BEFORE, AFTER = b'data: {"text":', b"}\n\n"
+
+
+class ScriptEngine:
+    """Sends `texts` one line each (1 token each), then ``done``; stops early when cancelled.
+    `keep_going`: repeat the last text until cancelled."""
+
+    def __init__(self, texts, keep_going=False):
+        self.texts, self.keep_going = texts, keep_going
+
+    def generate(self, params, send, cancelled):
+        sent = 0
+        while not cancelled.is_set() and (sent < len(self.texts) or self.keep_going):
+            line = {"text": self.texts[min(sent, len(self.texts) - 1)], "tokens": 1}
+            if params.get("logprobs") is not None:
+                line["logprobs"] = [{"token": line["text"], "logprob": -0.5}]
+            send(line)
+            sent += 1
+        send({"done": {"stop": "cancelled" if cancelled.is_set() else "eos",
+                       "completion_tokens": sent}})
+
+
+@pytest.fixture
+def serve_instance(tmp_path):
+    started = []
+
+    def start(engine):
+        path = str(tmp_path / "i.sock")
+        instance = Instance({"instance_id": "x"}, engine, path, queue_size=1)
+        instance.exit = lambda: None
+        instance.listen()
+        threading.Thread(target=instance.serve, daemon=True).start()
+        started.append(instance)
+        return instance, path
+
+    yield start
+    for instance in started:
+        instance.server.shutdown()
+        instance.server.server_close()
+        instance.jobs.put(None)
+
+
+def read_chunks(sock: socket.socket) -> list[bytes]:
+    """HTTP chunks until the other end is closed (every copy of it)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    chunks = []
+    while data:
+        size, _, rest = data.partition(b"\r\n")
+        length = int(size, 16)
+        assert rest[length:length + 2] == b"\r\n", "a chunk's framing is broken"
+        chunks.append(rest[:length])
+        data = rest[length + 2:]
+    return chunks
+
+
+def hand_off(channel: Channel, client_end: socket.socket) -> None:
+    channel.send({"op": "hand_off", "before": BEFORE.decode(), "after": AFTER.decode()},
+                 fds=(client_end.fileno(),))
+    client_end.close()  # the instance holds the only other copy now
+
+
+def test_a_line_carries_a_file_descriptor_and_one_nobody_claims_is_closed():
+    ours, theirs = socket.socketpair()
+    read_end, write_end = os.pipe()
+    try:
+        Channel(ours).send({"n": 1}, fds=(write_end,))
+        receiver = Channel(theirs)
+        assert receiver.recv() == {"n": 1}
+        received = receiver.take_fd()
+        assert received is not None and received != write_end
+        os.write(received, b"via the passed descriptor")
+        assert os.read(read_end, 100) == b"via the passed descriptor"
+        os.close(received)
+
+        Channel(ours).send({"n": 2}, fds=(write_end,))
+        os.close(write_end)
+        write_end = None
+        assert receiver.recv() == {"n": 2}
+        receiver.close()  # closes the descriptor nobody took: the pipe's last writer
+        assert os.read(read_end, 100) == b""
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
+        ours.close()
+
+
+def test_the_instance_writes_the_text_after_the_first_on_the_handed_over_connection(serve_instance):
+    instance, path = serve_instance(ScriptEngine(["Hel", "lo", " wor", "ld\n\"ok\""]))
+    client, client_end = socket.socketpair()
+    client.settimeout(10)
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "hand_off": True})
+        assert channel.recv() == {"text": "Hel", "tokens": 1}  # the worker writes the first
+        # the next text waits for the connection (it would otherwise come on the channel)
+        assert channel.recv_ready(0.2) is None
+        hand_off(channel, client_end)
+        done = channel.recv()["done"]
+    assert done["handed_off"] == 'lo world\n"ok"'
+    assert read_chunks(client) == [BEFORE + b'"lo"' + AFTER, BEFORE + b'" wor"' + AFTER,
+                                   BEFORE + b'"ld\\n\\"ok\\""' + AFTER]
+    # read_chunks saw the end of the stream: the instance closed its copy before "done"
+    status = instance.status()
+    assert (status["generated_tokens"], status["handed_off_tokens"]) == (4, 3)
+    client.close()
+
+
+def test_a_client_gone_mid_stream_stops_the_generation(serve_instance):
+    instance, path = serve_instance(ScriptEngine(["tick"], keep_going=True))
+    client, client_end = socket.socketpair()
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "hand_off": True})
+        assert channel.recv()["text"] == "tick"
+        client.close()  # gone before the hand-off: the first write fails
+        hand_off(channel, client_end)
+        done = channel.recv()["done"]
+    assert done["stop"] == "cancelled" and done["handed_off"] == ""
+    wait_for(lambda: not instance.status()["busy"], timeout=10, what="the instance to be idle")
+
+
+def test_a_client_that_does_not_read_holds_the_instance_only_until_its_worker_leaves(serve_instance):
+    instance, path = serve_instance(ScriptEngine(["x" * 4096], keep_going=True))
+    client, client_end = socket.socketpair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    channel = Channel.connect(path, 10)
+    channel.send({"op": "run", "kind": "generate", "params": {}, "hand_off": True})
+    assert "text" in channel.recv()
+    hand_off(channel, client_end)
+    wait_for(lambda: instance.status()["handed_off_tokens"] > 0, timeout=10,
+             what="the instance to write on the connection")
+    assert channel.recv_ready(0.3) is None  # still writing, blocked on the client
+    assert instance.status()["busy"]
+    channel.close()  # the HTTP worker gives up on the request
+    wait_for(lambda: not instance.status()["busy"], timeout=10,
+             what="the instance to stop writing to a client that does not read")
+    client.close()
+
+
+def test_log_probabilities_stay_with_the_worker(serve_instance):
+    instance, path = serve_instance(ScriptEngine(["a", "b", "c"]))
+    client, client_end = socket.socketpair()
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {"logprobs": 0},
+                      "hand_off": True})
+        assert channel.recv()["text"] == "a"
+        hand_off(channel, client_end)
+        lines = [channel.recv() for _ in range(3)]
+    assert [line.get("text") for line in lines[:2]] == ["b", "c"]
+    assert all("logprobs" in line for line in lines[:2])
+    assert "handed_off" not in lines[2]["done"]
+    client.settimeout(10)
+    assert client.recv(10) == b""  # nothing written, and the descriptor closed
+    assert instance.status()["handed_off_tokens"] == 0
+    client.close()
