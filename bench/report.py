@@ -108,6 +108,11 @@ def ms(seconds: float, worse: bool = True) -> str:
     return f"{(up if worse else down)(seconds * 1000, 1):.1f} ms"
 
 
+def us(seconds: float, worse: bool = True) -> str:
+    """Microseconds, whole, rounded as `ms` rounds."""
+    return f"{(math.ceil if worse else math.floor)(seconds * 1e6):.0f} µs"
+
+
 # -- the table, benchmark by benchmark --------------------------------------------------------
 
 def by_round(side: dict, base: dict, figure: str, compare) -> float | None:
@@ -158,6 +163,19 @@ def throughput_rows(t: Table, f: dict) -> None:
               f"{f['tokens']} tokens, {f['threads']} threads, p50 of {f['runs']}")
     wire_rows(t, sides, (("v1", "/v1/completions"), ("socket", "instance socket")),
               sides["in_process"])
+    relayed = sides.get("v1_relayed")
+    if relayed:  # the hand-off's gain, measured in the same rounds (no target of its own)
+        t.at_least("decode tok/s, /v1/completions relayed by the HTTP worker "
+                   "(`LMHOST_STREAM_HANDOFF=0`)", relayed["decode_tps"],
+                   sides["in_process"]["decode_tps"], "in-process", "tok/s", None,
+                   tps_ratio(relayed, sides["in_process"]))
+        t.at_least("decode tok/s, /v1/completions: handed off / relayed", sides["v1"]["decode_tps"],
+                   relayed["decode_tps"], "relayed", "tok/s", None, tps_ratio(sides["v1"], relayed))
+        cpu = bm["cpu_per_token"]
+        t.plain("HTTP worker CPU per token, /v1/completions", us(cpu["v1"]["worker"]),
+                f"{us(cpu['v1_relayed']['worker'], worse=False)} (relayed)")
+        t.plain("the client's CPU per token, /v1/completions (the same client)",
+                us(cpu["v1"]["client"]), f"{us(cpu['v1_relayed']['client'], worse=False)} (relayed)")
     t.plain("every side generated the same number of tokens", f"{f['tokens']} each",
             target="equal", met=bm["tokens_match"])
     sc = f["scaling"]

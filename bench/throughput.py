@@ -646,18 +646,24 @@ def start_llama_server(model: Path, args, work: Path, name: str) -> LlamaServer 
 def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
     """In-process, HTTP, instance-socket and llama-server runs interleaved, all alive all
     along, so that the drift of the machine's speed and the state each run finds the CPUs in
-    (the run before it was in another process) are the same for all."""
+    (the run before it was in another process) are the same for all. HTTP twice: as served
+    (the instance writes the stream after its first token: LMHOST_STREAM_HANDOFF) and by a
+    second server whose HTTP worker relays every token (LMHOST_STREAM_HANDOFF=0)."""
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-single.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
+    relay = Server(models_dir, Path(tempfile.mkdtemp(prefix="s-", dir=work)),
+                   work / "server-relay.log", {"LMHOST_INSTANCE_THREADS": str(args.threads),
+                                               "LMHOST_STREAM_HANDOFF": "0"})
     inproc, peer = None, None
     try:
-        up = server.start()
-        log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
-            f"LMHOST_INSTANCE_THREADS={args.threads}: healthy after {up:.2f} s")
-        took = server.load("a")
-        log(f"    POST /api/v1/models/load (identifier 'a'): {took:.2f} s")
-        settle(server, 1)
+        for each, name in ((server, ""), (relay, ", LMHOST_STREAM_HANDOFF=0")):
+            up = each.start()
+            log(f"    lmhost serve --workers 1 on {HOST}:{each.port}, "
+                f"LMHOST_INSTANCE_THREADS={args.threads}{name}: healthy after {up:.2f} s")
+            took = each.load("a")
+            log(f"    POST /api/v1/models/load (identifier 'a'): {took:.2f} s")
+            settle(each, 1)
         inproc = InProc(model, args.threads, args, work, "inproc")
         log(f"    in-process interpreter: llama_cpp {inproc.info['version']}, Llama() in "
             f"{inproc.info['load_s']:.2f} s")
@@ -666,37 +672,45 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
         warmups = (inproc.completion("in-process warm-up"),
                    stream_completion(server.port, "a", args, "HTTP warm-up"))
         log(f"    warm-up TTFT: in-process {ms(warmups[0]['ttft'])}, HTTP {ms(warmups[1]['ttft'])}")
+        stream_completion(relay.port, "a", args, "relayed HTTP warm-up")
         if peer is not None:
             stream_completion(peer.port, "bench", args, "llama-server warm-up", IGNORE_EOS)
         wait_quiet(args.quiet_wait, "the runs")
 
-        def http_run() -> dict:
-            before = server.http_cpu()
-            result = stream_completion(server.port, "a", args, "HTTP run")
-            result["worker_cpu"] = server.http_cpu() - before
+        def http_run(on: Server, what: str) -> dict:
+            before = on.http_cpu()
+            result = stream_completion(on.port, "a", args, what)
+            result["worker_cpu"] = on.http_cpu() - before
             return result
         in_measure, http_measure = Measure(watch, args, "in-process"), Measure(watch, args, "HTTP")
+        relay_measure = Measure(watch, args, "HTTP, relayed")
         sock_measure = Measure(watch, args, "instance socket")
         peer_measure = Measure(watch, args, "llama-server")
-        in_runs, sock_runs, http_runs, peer_runs = [], [], [], []
+        in_runs, sock_runs, http_runs, relay_runs, peer_runs = [], [], [], [], []
         for _ in range(args.runs):
             # Every timed run follows a run in another process (see the docstring): the
-            # in-process run between the HTTP and the socket run is a spacer, not timed.
+            # in-process runs between two lmhost runs are spacers, not timed.
             in_runs.append(in_measure.one(lambda: inproc.completion("in-process run")))
-            http_runs.append(http_measure.one(http_run))
+            http_runs.append(http_measure.one(lambda: http_run(server, "HTTP run")))
             inproc.completion("in-process spacer")
             sock_runs.append(sock_measure.one(
                 lambda: socket_completion(socket_path, args, "instance socket run")))
             if peer is not None:
                 peer_runs.append(peer_measure.one(lambda: stream_completion(
                     peer.port, "bench", args, "llama-server run", IGNORE_EOS)))
+            else:
+                inproc.completion("in-process spacer")
+            relay_runs.append(relay_measure.one(lambda: http_run(relay, "relayed HTTP run")))
         server.unload("a")
+        relay.unload("a")
     except (BenchError, OSError) as exc:
-        raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
+        raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}\nrelaying server "
+                         f"log (tail):\n{relay.log_tail()}") from None
     finally:
-        shut_down(server, inproc and inproc.close, peer and peer.stop)
+        shut_down(server, inproc and inproc.close, peer and peer.stop,
+                  lambda: log(f"    relaying server {relay.stop()}"))
     return {"in_runs": in_runs, "sock_runs": sock_runs, "http_runs": http_runs,
-            "peer_runs": peer_runs}
+            "relay_runs": relay_runs, "peer_runs": peer_runs}
 
 
 def scaling(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
@@ -1112,18 +1126,20 @@ def run(args, work: Path) -> int:
     log("    through lmhost (http.client on loopback, a fresh connection per request, SSE lines "
         "read as they arrive):")
     report_runs(both["http_runs"])
-    tokens = sum(r["tokens"] for r in both["http_runs"])
-    worker_us = sum(r["worker_cpu"] for r in both["http_runs"]) / tokens * 1e6
-    client_us = sum(r["client_cpu"] for r in both["http_runs"]) / tokens * 1e6
-    log(f"    CPU per token outside the instance: gunicorn {worker_us:.0f} us, this client "
-        f"{client_us:.0f} us (jiffies of {1000 / CLK_TCK:.0f} ms and process_time, over "
-        f"{len(both['http_runs'])} runs)")
+    log("    through lmhost with LMHOST_STREAM_HANDOFF=0 (its HTTP worker relays every token):")
+    report_runs(both["relay_runs"])
+    cpu = {kind: cpu_per_token(both[f"{kind}_runs"]) for kind in ("http", "relay")}
+    for kind, title in (("http", "as served"), ("relay", "relayed")):
+        log(f"    CPU per token outside the instance, {title}: gunicorn "
+            f"{cpu[kind]['worker'] * 1e6:.0f} us, this client {cpu[kind]['client'] * 1e6:.0f} us "
+            f"(jiffies of {1000 / CLK_TCK:.0f} ms and process_time, over "
+            f"{len(both[f'{kind}_runs'])} runs)")
     ip, hp = summary(both["in_runs"]), summary(both["http_runs"])
-    sp = summary(both["sock_runs"])
-    texts = ip["texts"] | sp["texts"] | hp["texts"]
+    sp, rp = summary(both["sock_runs"]), summary(both["relay_runs"])
+    texts = ip["texts"] | sp["texts"] | hp["texts"] | rp["texts"]
     log(f"    the same text generated everywhere (same seed and threads): "
         f"{'yes' if len(texts) == 1 else 'NO'} ({len(texts)} distinct text(s) in "
-        f"{3 * args.runs} runs)")
+        f"{4 * args.runs} runs)")
     pp = None
     if both["peer_runs"]:
         log("    llama-server's POST /v1/completions (the same request, ignore_eos):")
@@ -1175,6 +1191,8 @@ def run(args, work: Path) -> int:
              f"{(hp['ttft_min'] - ip['ttft_min']) * 1000:+.1f} ms"),
             ("gap between tokens, p50 / p99 (ms)", pair(ip["gap_p50"], ip["gap_p99"]),
              pair(sp["gap_p50"], sp["gap_p99"]), pair(hp["gap_p50"], hp["gap_p99"]), ""),
+            ("relayed by the HTTP worker: decode tok/s", "", "", f"{rp['decode_tps']:.1f}",
+             f"{tps_ratio(rp, ip):.3f}"),
             ("(ratios and the TTFT gap: p50 over rounds of the runs of each round)", "", "",
              "", ""),
             ("", "", "", "", ""),
@@ -1191,7 +1209,7 @@ def run(args, work: Path) -> int:
              f"{eb[False] / eb[True]:.3f}" if all(isinstance(v, float) for v in eb.values())
              else "")]
     if pp is not None:
-        rows[6:6] = [("llama-server (llama.cpp's own), same request", "decode tok/s", "TTFT",
+        rows[7:7] = [("llama-server (llama.cpp's own), same request", "decode tok/s", "TTFT",
                       "HTTP/server", "socket/server"),
                      ("", f"{pp['decode_tps']:.1f}", ms(pp["ttft"]),
                       f"{tps_ratio(hp, pp):.3f}", f"{tps_ratio(sp, pp):.3f}")]
@@ -1252,8 +1270,9 @@ def run(args, work: Path) -> int:
         "bench_model": {"params": model.n_params, "file_type": model.file_type,
                         "bytes": model.path.stat().st_size,
                         "sides": {"in_process": _figures(ip), "socket": _figures(sp),
-                                  "v1": _figures(hp),
+                                  "v1": _figures(hp), "v1_relayed": _figures(rp),
                                   "llama_server": _figures(pp) if pp else None},
+                        "cpu_per_token": {"v1": cpu["http"], "v1_relayed": cpu["relay"]},
                         "same_text": len(texts) == 1,
                         "tokens_match": True},  # metrics() checked every side's count
         "scaling": sc,
@@ -1266,6 +1285,14 @@ def run(args, work: Path) -> int:
                                               "inproc_structured", "v1_structured")
                                  if kind in rw}}})
     return 0
+
+
+def cpu_per_token(runs: list[dict]) -> dict:
+    """Seconds of CPU per generated token outside the instance, over `runs`: the HTTP worker
+    (and gunicorn's arbiter) and this client."""
+    tokens = sum(r["tokens"] for r in runs)
+    return {"worker": sum(r["worker_cpu"] for r in runs) / tokens,
+            "client": sum(r["client_cpu"] for r in runs) / tokens}
 
 
 def _figures(s: dict) -> dict:
