@@ -13,6 +13,7 @@ Lines are capped (`MAX_LINE`) so a broken peer cannot make a reader buffer witho
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import select
@@ -30,6 +31,7 @@ TAKE_WAIT = 0.002
 # File descriptors a line may carry (SCM_RIGHTS): an HTTP worker hands an instance its
 # client's connection with one line (`workers.inference.Reply.hand_off`).
 MAX_FDS = 1
+FD_SIZE = array.array("i").itemsize
 
 
 class ProtocolError(ConnectionError):
@@ -115,8 +117,14 @@ class Channel:
 
     def _fill(self, flags: int) -> bool:
         """Read what is there (blocking unless `flags` says not to); False at end of stream."""
-        data, fds, _, _ = socket.recv_fds(self.sock, READ_SIZE, MAX_FDS, flags)
-        self._fds.extend(fds)
+        # (socket.recv_fds would drop `flags`)
+        data, ancillary, _, _ = self.sock.recvmsg(
+            READ_SIZE, socket.CMSG_SPACE(MAX_FDS * FD_SIZE), flags | socket.MSG_CMSG_CLOEXEC)
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[:len(payload) - len(payload) % FD_SIZE])
+                self._fds.extend(fds)
         self._buffer += data
         return bool(data)
 

@@ -20,10 +20,10 @@ BEFORE, AFTER = b'data: {"text":', b"}\n\n"
 
 class ScriptEngine:
     """Sends `texts` one line each (1 token each), then ``done``; stops early when cancelled.
-    `keep_going`: repeat the last text until cancelled."""
+    `keep_going`: repeat the last text until cancelled. `gate`: waited for after the first."""
 
-    def __init__(self, texts, keep_going=False):
-        self.texts, self.keep_going = texts, keep_going
+    def __init__(self, texts, keep_going=False, gate=None):
+        self.texts, self.keep_going, self.gate = texts, keep_going, gate
 
     def generate(self, params, send, cancelled):
         sent = 0
@@ -33,6 +33,8 @@ class ScriptEngine:
                 line["logprobs"] = [{"token": line["text"], "logprob": -0.5}]
             send(line)
             sent += 1
+            if sent == 1 and self.gate is not None:
+                assert self.gate.wait(10)
         send({"done": {"stop": "cancelled" if cancelled.is_set() else "eos",
                        "completion_tokens": sent}})
 
@@ -156,18 +158,20 @@ def test_a_client_that_does_not_read_holds_the_instance_only_until_its_worker_le
 
 
 def test_log_probabilities_stay_with_the_worker(serve_instance):
-    instance, path = serve_instance(ScriptEngine(["a", "b", "c"]))
+    handed = threading.Event()
+    instance, path = serve_instance(ScriptEngine(["a", "b", "c"], gate=handed))
     client, client_end = socket.socketpair()
     with Channel.connect(path, 10) as channel:
         channel.send({"op": "run", "kind": "generate", "params": {"logprobs": 0},
                       "hand_off": True})
         assert channel.recv()["text"] == "a"
         hand_off(channel, client_end)
+        client.settimeout(10)
+        assert client.recv(10) == b""  # the instance closed the descriptor it did not ask for
+        handed.set()
         lines = [channel.recv() for _ in range(3)]
     assert [line.get("text") for line in lines[:2]] == ["b", "c"]
     assert all("logprobs" in line for line in lines[:2])
     assert "handed_off" not in lines[2]["done"]
-    client.settimeout(10)
-    assert client.recv(10) == b""  # nothing written, and the descriptor closed
     assert instance.status()["handed_off_tokens"] == 0
     client.close()

@@ -194,3 +194,18 @@ def test_instances_get_a_short_openmp_spin_unless_the_operator_chose_one():
     assert env["GGML_NO_BACKTRACE"] == "1"
     assert instance_environment({"GOMP_SPINCOUNT": "300000"})["GOMP_SPINCOUNT"] == "300000"
     assert "GOMP_SPINCOUNT" not in instance_environment({"OMP_WAIT_POLICY": "active"})
+
+
+def test_an_eviction_is_answered_before_the_instance_begins_to_exit(tmp_path):
+    instance = Instance({"instance_id": "x"}, BlockingEngine(), str(tmp_path / "x.sock"),
+                        queue_size=1)
+    order = []
+    instance.exit = lambda: order.append("exit")
+
+    def slow_reply(answer):  # the asker's answer is on its way while the process would exit
+        time.sleep(0.2)
+        order.append(answer)
+
+    assert instance.evict(reply=slow_reply) == {"evicted": True}
+    wait_for(lambda: "exit" in order, timeout=10, what="the instance to exit")
+    assert order == [{"evicted": True}, "exit"]

@@ -142,9 +142,9 @@ class Instance:
             elif op == "status":
                 channel.send(self.status())
             elif op == "expire":
-                channel.send(self.expire(float(request["ttl"])))
+                self.expire(float(request["ttl"]), reply=channel.send)
             elif op == "evict":
-                channel.send(self.evict())
+                self.evict(reply=channel.send)
             elif op == "shutdown":
                 channel.send({"ok": True})
                 self.stop(float(request.get("graceful_timeout", 30)))
@@ -238,27 +238,35 @@ class Instance:
         with self.state_lock:
             return self._status()
 
-    def _stop_if(self, decide) -> tuple[bool, dict]:
+    def _stop_if(self, decide, answer: Callable[[bool, dict], dict],
+                 reply: Callable[[dict], None] | None) -> dict:
         """Stop (as after `shutdown` with no grace) if `decide(status)` says so. Decided and
-        acted on under state_lock, so no request can be accepted between the two."""
+        acted on under state_lock, so no request can be accepted between the two. The
+        `answer(stopped, status)` goes to `reply` before the stop begins: a process that
+        exits first would leave the asker believing it refused."""
         with self.state_lock:
             status = self._status()
             stop = not self.stopping.is_set() and decide(status)
             if stop:
                 self.stopping.set()
-        if stop:
-            threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
-        return stop, status
+        result = answer(stop, status)
+        try:
+            if reply is not None:
+                reply(result)
+        finally:
+            if stop:
+                threading.Thread(target=self._finish, args=(0.0,), daemon=True).start()
+        return result
 
-    def expire(self, ttl: float) -> dict:
+    def expire(self, ttl: float, reply: Callable[[dict], None] | None = None) -> dict:
         """TTL: stop if idle (nothing queued or running) for `ttl` seconds."""
-        expired, status = self._stop_if(lambda s: policy.ttl_expired(ttl, s))
-        return {"expired": expired, "last_used_ago": policy.idle_for(status)}
+        return self._stop_if(lambda s: policy.ttl_expired(ttl, s),
+                             lambda stop, s: {"expired": stop, "last_used_ago": policy.idle_for(s)},
+                             reply)
 
-    def evict(self) -> dict:
+    def evict(self, reply: Callable[[dict], None] | None = None) -> dict:
         """Auto-evict: stop if idle right now."""
-        evicted, _ = self._stop_if(policy.idle)
-        return {"evicted": evicted}
+        return self._stop_if(policy.idle, lambda stop, s: {"evicted": stop}, reply)
 
     def stop(self, graceful_timeout: float) -> None:
         """Stop accepting, let the running job finish (bounded), fail queued jobs, exit."""
