@@ -52,15 +52,17 @@ def _head(name: str | None) -> bytes:
 @dataclass(frozen=True)
 class DirectText:
     """The client's connection, for the instance to write a stream's further text events on
-    itself (`workers.inference.Reply.hand_off`): the events `event_stream` would write, each
-    as the HTTP chunk gunicorn would frame it."""
+    itself (`workers.inference.Reply.messages`, once the response head and the events before
+    are written): the events `event_stream` would write, each as the HTTP chunk gunicorn
+    would frame it."""
     sock: socket.socket
 
-    def hand_off(self, reply, prefix: bytes, suffix: bytes, event: str | None = None) -> None:
-        """`reply`'s further texts go straight to the client, as events named `event` whose
-        data is `prefix` + the text as JSON + `suffix`. Call it once the response head and
-        the events before are written (in a streamed body: after yielding the event before)."""
-        reply.hand_off(self.sock, _head(event) + prefix, suffix + b"\n\n")
+    @staticmethod
+    def around(template: tuple[bytes, bytes], event: str | None = None) -> tuple[bytes, bytes]:
+        """What the instance writes before and after a text's JSON: an event named `event`
+        whose data is `template`'s prefix + the text as JSON + its suffix."""
+        prefix, suffix = template
+        return _head(event) + prefix, suffix + b"\n\n"
 
 
 def direct_text(enabled: bool) -> DirectText | None:

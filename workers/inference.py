@@ -26,7 +26,7 @@ from workers.catalog import Catalog
 from workers.client import SupervisorClient
 from workers.errors import (InstanceNotFound, InvalidRequest, LmhostError, Overloaded,
                             Unavailable, from_wire)
-from workers.protocol import Channel, ProtocolError, call
+from workers.protocol import Channel, ProtocolError, call, can_hand_off
 from workers.records import State
 from workers.table import InstanceTable, TableUnreadable
 
@@ -77,17 +77,20 @@ class Inference:
 
     def run(self, reference: str, kind: str, params: dict, *, stream: bool,
             ttl: int | None = None, target: Target | None = None,
-            hand_off: bool = False) -> "Reply":
+            direct=None) -> "Reply":
         """Route the request to an instance (loading one if needed) and return its reply once
         the instance has answered first; answers carry `reference` as their ``model``.
-        `target`: `target(reference)` when the caller has just found it. `hand_off`: the
-        caller will hand the instance its client's socket after the first text
-        (`Reply.hand_off`). Raises `LmhostError` for everything the client should hear."""
+        `target`: `target(reference)` when the caller has just found it. `direct`: the client's
+        connection (`app.sse.DirectText`) for the instance to write the further text on, after
+        the first (`Reply.messages`), when this job may be handed off (`can_hand_off`); or
+        None. Raises `LmhostError` for everything the client should hear."""
         target = target or self.target(reference)
         self.check_type(reference, target, kind)
         request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference}
-        if hand_off:
+        if direct is not None and can_hand_off(kind, params):
             request["hand_off"] = True
+        else:
+            direct = None
         for attempt in (1, 2):  # a second try after the chosen instance died under us
             rows = target.rows or self._jit_load(reference, ttl)
             channel, first, row = self._dispatch(rows, request)
@@ -96,7 +99,7 @@ class Inference:
                     channel.close()
                     raise from_wire(first["error"])
                 served.note(row["id"])
-                return Reply(channel, first, lambda: self.lost(row), row["id"])
+                return Reply(channel, first, lambda: self.lost(row), row["id"], direct)
             target = self.target(reference)
             if target.instance_id is not None and not target.rows:
                 break
@@ -230,22 +233,36 @@ class Reply:
     """An instance's answer to one request, read once with `messages()` (each line decoded).
     `cancel()` asks the instance to stop generating (it then ends with its ``done`` line);
     closing the reader (or `close()`) closes the connection, which stops a generation the
-    client left. `instance_id`: the instance that serves it."""
+    client left. `instance_id`: the instance that serves it. `direct`: the client's
+    connection, when the instance is to write the further text on it (`Inference.run`)."""
 
     def __init__(self, channel: Channel, first: dict, lost: Callable[[], LmhostError],
-                 instance_id: str):
+                 instance_id: str, direct=None):
         self.channel = channel
         self.first = first
         self.lost = lost  # the error to raise when the instance stops answering
         self.instance_id = instance_id
+        self.direct = direct
 
-    def messages(self) -> Iterator[dict]:
+    def messages(self, template: tuple[bytes, bytes] | None = None,
+                 event: str | None = None) -> Iterator[dict]:
+        """Each line, decoded. With `direct`, the text's events are `event` events whose data
+        is `template` (`workers.protocol.text_template`) around the text: once the caller has
+        taken the first text line (and written its event) and asks for the next line, the
+        instance is handed the client's connection and writes every further text itself; the
+        other lines still come here."""
+        direct = self.direct
         try:
+            if direct is not None and template is None:  # the instance would wait for it
+                raise ValueError("a reply to hand off needs its text events' template")
             message = self.first
             while True:
                 if "error" in message:
                     raise from_wire(message["error"])
                 yield message
+                if direct is not None and "text" in message:  # its event is written by now
+                    self._hand_off(direct.sock, *direct.around(template, event))
+                    direct = None
                 if "result" in message or "done" in message:
                     return
                 try:
@@ -269,12 +286,10 @@ class Reply:
                 answer.done = message["done"]
         return answer
 
-    def hand_off(self, sock, before: bytes, after: bytes) -> None:
+    def _hand_off(self, sock, before: bytes, after: bytes) -> None:
         """Give the instance the client's connection (`sock`, a plain socket whose response
         head and earlier chunks are written): it writes every further text itself, each as
-        one HTTP chunk ``before`` + the text as JSON + ``after`` (`workers.instance.handoff`),
-        and `messages()` goes on with the other lines. For a `run` with ``hand_off``, after
-        its first text."""
+        one HTTP chunk ``before`` + the text as JSON + ``after`` (`workers.instance.handoff`)."""
         try:
             self.channel.send({"op": "hand_off", "before": before.decode(), "after": after.decode()},
                               fds=(sock.fileno(),))

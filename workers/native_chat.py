@@ -18,6 +18,7 @@ from typing import Iterator
 from workers import policy
 from workers.errors import InvalidRequest, LmhostError, to_wire
 from workers.inference import Inference, Target
+from workers.protocol import text_template
 from workers.responses import ResponseStore
 from workers.table import TableUnreadable
 
@@ -34,7 +35,7 @@ def _dumps(obj) -> bytes:
 
 
 # a message.delta event's data is this prefix and suffix around its text as JSON
-DELTA_TEMPLATE = tuple(_dumps({"type": "message.delta", "content": "\0"}).split(b'"\\u0000"'))
+DELTA_TEMPLATE = text_template(lambda text: _dumps({"type": "message.delta", "content": text}))
 
 
 class NativeChat:
@@ -84,13 +85,13 @@ class NativeChat:
         return self.inference.jit_events(body["model"], body.get("ttl"), body.get("context_length"))
 
     def _run(self, body: dict, messages: list[dict], params: dict, progress: bool = False,
-             target: Target | None = None, hand_off: bool = False):
+             target: Target | None = None, direct=None):
         try:
             return self.inference.run(body["model"], "generate",
                                       {**params, "messages": messages, "progress": progress},
                                       stream=True, ttl=body.get("ttl"),
                                       target=target if target and target.rows else None,
-                                      hand_off=hand_off)
+                                      direct=direct)
         except LmhostError as error:
             if error.param in PARAMS:
                 error.message = error.message.replace(f"{error.param}:", f"{PARAMS[error.param]}:", 1)
@@ -135,9 +136,9 @@ class NativeChat:
                     yield event("model_load.progress", model_instance_id=instance_id,
                                 progress=message["progress"])
             reply = self._run(body, messages, params, progress=True, target=target,
-                              hand_off=direct is not None)
+                              direct=direct)
             instance_id = reply.instance_id
-            messages_iter = reply.messages()
+            messages_iter = reply.messages(DELTA_TEMPLATE, event="message.delta")
             started = False
             for message in messages_iter:
                 if "prompt" in message:
@@ -155,9 +156,6 @@ class NativeChat:
                         yield event("message.start")
                     text.append(message["text"])
                     yield event("message.delta", content=message["text"])
-                    if direct is not None:  # the instance writes the further deltas
-                        direct.hand_off(reply, *DELTA_TEMPLATE, event="message.delta")
-                        direct = None
                 elif "done" in message:
                     done = message["done"]
                     text.append(done.get("handed_off", ""))

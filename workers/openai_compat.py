@@ -20,11 +20,12 @@ import json
 import struct
 import time
 import uuid
+from functools import partial
 from typing import Iterator
 
 from workers.errors import LmhostError
 from workers.inference import Inference, Reply
-from workers.protocol import json_text
+from workers.protocol import json_text, text_template
 
 SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty",
             "frequency_penalty", "top_k", "min_p", "repeat_penalty")
@@ -40,7 +41,7 @@ PARAMS = {"json_schema": "response_format", "json_object": "response_format",
 def _run(inference: Inference, body: dict, params: dict, ttl=None, direct=None) -> Reply:
     try:
         return inference.run(body["model"], "generate", params, stream=True, ttl=ttl,
-                             hand_off=direct is not None)
+                             direct=direct if body.get("stream") else None)
     except LmhostError as error:
         if error.param in PARAMS:
             error.message = error.message.replace(f"{error.param}:", f"{PARAMS[error.param]}:", 1)
@@ -92,23 +93,17 @@ def chat_params(body: dict) -> dict:
     return params
 
 
-def _direct(body: dict, params: dict, direct):
-    """`direct` for a stream whose text chunks are plain (no log-probabilities)."""
-    return direct if body.get("stream") and "logprobs" not in params else None
-
-
 def chat(inference: Inference, body: dict, direct=None) -> Answer:
     """/v1/chat/completions, with the model's own chat template (from its GGUF). `direct`:
     how to hand the client's connection to the instance after the first text chunk
     (`app.sse.DirectText`), or None."""
     params = chat_params(body)
-    direct = _direct(body, params, direct)
     reply = _run(inference, body, params, body.get("ttl"), direct)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": body["model"]}
     if body.get("stream"):
         return _chat_chunks(reply, head, bool((body.get("stream_options") or {})
-                                              .get("include_usage")), direct)
+                                              .get("include_usage")))
     answer = reply.collect()
     text, logprobs, calls, done = answer.text, answer.logprobs, answer.tool_calls, answer.done
     assistant = {"role": "assistant", "content": "".join(text) if text or not calls else None}
@@ -133,7 +128,7 @@ def _chat_logprob(entry: dict) -> dict:
     return out
 
 
-def _chat_chunks(reply: Reply, head: dict, include_usage: bool, direct) -> Iterator[bytes]:
+def _chat_chunks(reply: Reply, head: dict, include_usage: bool) -> Iterator[bytes]:
     base = {**head, "object": "chat.completion.chunk"}
 
     def chunk(delta: dict, finish: str | None = None, logprobs=None) -> bytes:
@@ -141,8 +136,9 @@ def _chat_chunks(reply: Reply, head: dict, include_usage: bool, direct) -> Itera
                                             "finish_reason": finish}]})
 
     # a text chunk is this template around the JSON of its text
-    prefix, _, suffix = chunk({"content": "\0"}).partition(b'"\\u0000"')
-    messages = reply.messages()
+    template = text_template(lambda text: chunk({"content": text}))
+    prefix, suffix = template
+    messages = reply.messages(template)
     try:
         yield chunk({"role": "assistant", "content": ""})
         done = {}
@@ -153,9 +149,6 @@ def _chat_chunks(reply: Reply, head: dict, include_usage: bool, direct) -> Itera
                         "content": [_chat_logprob(e) for e in message["logprobs"]]})
                 else:
                     yield prefix + json_text(message["text"]) + suffix
-                    if direct is not None:  # the instance writes the further text chunks
-                        direct.hand_off(reply, prefix, suffix)
-                        direct = None
             elif "tool_calls" in message:
                 yield chunk({"tool_calls": [_tool_call(call, i)
                                             for i, call in enumerate(message["tool_calls"])]})
@@ -177,7 +170,6 @@ def complete(inference: Inference, body: dict, direct=None) -> Answer:
     params = _sampling(body)
     if body.get("logprobs") is not None:
         params["logprobs"] = body["logprobs"]
-    direct = _direct(body, params, direct)
     prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
     ttl = body.get("ttl")
     head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
@@ -193,8 +185,7 @@ def complete(inference: Inference, body: dict, direct=None) -> Answer:
 
     if body.get("stream"):
         return _completion_chunks(replies(), prompts, head, echo, body.get("logprobs") is not None,
-                                  bool((body.get("stream_options") or {}).get("include_usage")),
-                                  direct)
+                                  bool((body.get("stream_options") or {}).get("include_usage")))
     choices, total = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     for index, reply in enumerate(replies()):
         answer = reply.collect()
@@ -219,19 +210,20 @@ def _completion_logprobs(entries: list[dict], offset: int = 0) -> dict:
 
 
 def _completion_chunks(replies, prompts: list[str], head: dict, echo: bool, logprobs: bool,
-                       include_usage: bool, direct) -> Iterator[bytes]:
+                       include_usage: bool) -> Iterator[bytes]:
     def chunk(index: int, text: str, finish: str | None = None, lp=None) -> bytes:
         return _dumps({**head, "choices": [{"text": text, "index": index, "logprobs": lp,
                                             "finish_reason": finish}]})
 
     total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     for index, reply in enumerate(replies):
-        prefix, _, suffix = chunk(index, "\0").partition(b'"\\u0000"')
-        messages = reply.messages()
+        template = text_template(partial(chunk, index))
+        prefix, suffix = template
+        messages = reply.messages(template)
         try:
             if echo:
                 yield chunk(index, prompts[index])
-            done, offset, handed = {}, 0, False
+            done, offset = {}, 0
             for message in messages:
                 if "text" in message:
                     if logprobs:
@@ -240,9 +232,6 @@ def _completion_chunks(replies, prompts: list[str], head: dict, echo: bool, logp
                         offset += len(message["text"])
                     else:
                         yield prefix + json_text(message["text"]) + suffix
-                        if direct is not None and not handed:
-                            direct.hand_off(reply, prefix, suffix)
-                            handed = True
                 elif "done" in message:
                     done = message["done"]
             yield chunk(index, "", FINISH[done["stop"]])

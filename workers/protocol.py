@@ -29,7 +29,7 @@ READ_SIZE = 64 * 1024
 # hundred microseconds. A later or longer one is read by the connection's thread.
 TAKE_WAIT = 0.002
 # File descriptors a line may carry (SCM_RIGHTS): an HTTP worker hands an instance its
-# client's connection with one line (`workers.inference.Reply.hand_off`).
+# client's connection with one line (`workers.inference.Reply.messages`).
 MAX_FDS = 1
 FD_SIZE = array.array("i").itemsize
 
@@ -148,6 +148,27 @@ def json_text(text: str) -> bytes:
     """A text as JSON, spelled the one way every streamed text chunk spells it (UTF-8 as it
     is), whether the HTTP worker writes the chunk or the instance (`instance.handoff`)."""
     return json.dumps(text, ensure_ascii=False).encode()
+
+
+# the text a template is made with: JSON spells it "\u0000", which marks where a text goes
+_PLACEHOLDER = "\0"
+
+
+def text_template(encode: Callable[[str], bytes]) -> tuple[bytes, bytes]:
+    """What `encode` (a text -> its event's data, by ``json.dumps``) writes before and after the
+    text's JSON: a stream's text event is then prefix + `json_text(text)` + suffix, one small
+    ``json.dumps`` a token (the hot path), and a template the instance can fill as well."""
+    prefix, _, suffix = encode(_PLACEHOLDER).partition(json_text(_PLACEHOLDER))
+    return prefix, suffix
+
+
+def can_hand_off(kind: str, params: dict) -> bool:
+    """Whether a job's instance may write its further text on the client's connection
+    (`workers.instance.handoff`): a text generation without log-probabilities (those chunks
+    carry more than the text: the HTTP worker writes them). The HTTP worker asks for a
+    hand-off only then (`workers.inference.Inference.run`), and the instance, which does not
+    take the worker's word for it, checks again (`workers.instance.server.Job`)."""
+    return kind == "generate" and params.get("logprobs") is None
 
 
 def _decode(line: bytes):

@@ -26,7 +26,7 @@ from workers import policy
 from workers.instance.handoff import Handoff
 from workers.instance.jobs import run_job
 from workers.instance.structured import RequestError
-from workers.protocol import Channel, ProtocolError, UnixServer
+from workers.protocol import Channel, ProtocolError, UnixServer, can_hand_off
 
 log = logging.getLogger("workers.instance")
 
@@ -37,10 +37,10 @@ class Job:
         self.channel = channel
         self.done = threading.Event()
         self.cancelled = threading.Event()  # the client sent cancel, or went away
-        # a text generation whose HTTP worker hands over its client (not with log-probabilities:
-        # those chunks are the worker's to write)
-        wants = (request.get("hand_off") is True and request.get("kind") == "generate"
-                 and (request.get("params") or {}).get("logprobs") is None)
+        # a job whose HTTP worker will hand over its client, if such a job may be handed off
+        # (checked here as well: the worker's word is not taken for it)
+        wants = (request.get("hand_off") is True
+                 and can_hand_off(request.get("kind"), request.get("params") or {}))
         self.handoff = Handoff(self.cancelled) if wants else None
 
     def cancel(self) -> None:
