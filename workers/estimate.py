@@ -13,15 +13,16 @@ The parts, each split between RAM and the GPUs:
   the layer is (``offload_kqv``). Encoder-only models (BERT) have none.
 - **compute**: llama.cpp's scratch for one micro-batch of ``n_ubatch`` tokens. Its largest
   phase: attention (``n_ubatch × n_ctx`` scores per head, plus the F16 copy of them that the
-  CPU's matmul makes), the feed-forward block, or the logits. On a GPU the whole reserved
-  buffer is allocated; on a CPU only what a phase touches becomes resident, and the logits
-  phase writes a single row unless ``logits_all``.
+  matmul makes, on a CPU and on a GPU alike), the feed-forward block, or the logits. On a GPU
+  the whole reserved buffer is allocated; on a CPU only what a phase touches becomes
+  resident, and the logits phase writes a single row unless ``logits_all``.
 - **overhead**: the instance process (Python with llama_cpp imported, llama.cpp's context,
-  the tokenizer's tables) in RAM, and a CUDA context on each GPU.
+  the tokenizer's tables) in RAM; on a GPU host also the CUDA runtime's host memory (RAM)
+  and, on each GPU, a CUDA context with the kernels and cuBLAS that the first decode loads.
 
-The CPU constants are measured on this project's machine against the peak RSS of an instance
-that filled its context (`bench/estimate_accuracy.py`); the GPU ones come from NOTES.md (an
-H200) and are not checked against a real GPU here.
+The CPU constants are measured on this project's machine, the GPU ones on an NVIDIA H200 with
+llama-cpp-python built with CUDA, both against the peak (RSS; NVML's memory of the process)
+of an instance that filled its context (`bench/estimate_accuracy.py`, ``--gpu`` there).
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ PROCESS_BYTES = 49 * MiB          # an idle instance process: Python + llama_cpp
 CONTEXT_BYTES = 7 * MiB           # llama.cpp's context and output buffers, libraries paged in
 TOKEN_BYTES = 190                 # tokenizer tables, per vocabulary entry
 MERGE_BYTES = 175                 # per BPE merge
-CUDA_CONTEXT_BYTES = 520 * MiB    # per process and GPU (NOTES.md: ~0.5 GB on an H200)
+# On a GPU (H200, CUDA 13, bench/estimate_accuracy.py --gpu): a process holds ~520 MiB as soon
+# as llama.cpp has a context there, and 100-190 MiB more after its first decode (kernels loaded
+# lazily, cuBLAS's workspace); the CUDA runtime adds ~420-490 MiB to its RSS.
+CUDA_CONTEXT_BYTES = 690 * MiB    # per process and GPU
+CUDA_HOST_BYTES = 450 * MiB       # per process on a GPU host, in RAM
 UBATCH = 512                      # llama-cpp-python's n_ubatch (capped by n_batch)
 F32, F16 = 4, 2
 PARTS = ("weights", "kv_cache", "compute", "overhead")
@@ -119,7 +124,8 @@ def estimate_load(facts: FileFacts, llama_kwargs: dict, gpus: int = 0) -> Estima
 
     compute_ram, compute_gpu = _compute(facts, kw, encoder, n_ctx, n_ubatch, n_embd, n_head,
                                         vocab, on_gpu, output_on_gpu, n_layer)
-    overhead_ram = PROCESS_BYTES + CONTEXT_BYTES + TOKEN_BYTES * vocab + MERGE_BYTES * facts.merges
+    overhead_ram = (PROCESS_BYTES + CONTEXT_BYTES + TOKEN_BYTES * vocab + MERGE_BYTES * facts.merges
+                    + (CUDA_HOST_BYTES if gpus else 0))
     overhead_gpu = CUDA_CONTEXT_BYTES * gpus
     return Estimate(
         ram={"weights": weights_ram, "kv_cache": kv_ram, "compute": compute_ram,
@@ -145,7 +151,7 @@ def _compute(facts: FileFacts, kw: dict, encoder: bool, n_ctx: int, n_ubatch: in
         cpu = max(cpu, logits) + F32 * n_ctx * vocab
     if not on_gpu:
         return cpu, 0
-    gpu = max(attention, ffn, logits if output_on_gpu else 0)
+    gpu = max(attention + scores_f16, ffn, logits if output_on_gpu else 0)
     # every layer on the GPU: RAM keeps only the input embeddings' small scratch
     ram = F32 * n_ubatch * n_embd * 2 if on_gpu >= n_layer else cpu
     return ram, gpu

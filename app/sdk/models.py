@@ -267,7 +267,8 @@ class ModelHandlers:
 
 def _estimated_usage(answer: dict) -> dict:
     """An ``estimate_only`` answer as the SDK's ``EstimatedResourcesUsage``: model = weights,
-    context = KV cache and compute buffers; confidence is low on a GPU (not calibrated there)."""
+    context = KV cache and compute buffers; confidence is low on a GPU (its constants were fitted
+    on one GPU model, and a CUDA context's size differs between GPUs and drivers)."""
     estimate, on_gpu = answer["estimate"], answer["estimate"]["on_gpu"]
     return {"memory": {
         "confidence": "low" if answer["mode"] == "gpu" else "high",

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from workers.estimate import (CUDA_CONTEXT_BYTES, MERGE_BYTES, PROCESS_BYTES, TOKEN_BYTES,
-                              CONTEXT_BYTES, estimate_load, need)
+from workers.estimate import (CONTEXT_BYTES, CUDA_CONTEXT_BYTES, CUDA_HOST_BYTES, MERGE_BYTES,
+                              PROCESS_BYTES, TOKEN_BYTES, estimate_load, need)
 from workers.model_facts import FileFacts
 
 LAYER = 1_000_000
@@ -68,9 +68,13 @@ def test_full_offload_puts_layers_output_and_kv_on_the_gpus_and_a_cuda_context_o
         assert e.ram["weights"] == 200_000  # token_embd stays in RAM
         assert e.gpu["kv_cache"] == 1024 * 4 * KV_PER_LAYER_AND_CELL and e.ram["kv_cache"] == 0
         assert e.gpu["overhead"] == gpus * CUDA_CONTEXT_BYTES
-        # the GPU allocates the whole reserved buffer: here the logits phase is the largest
+        # the GPU allocates the whole reserved buffer: here the attention phase is the largest,
+        # its scores and their F16 copy (measured on an H200: the copy is there too)
         assert e.gpu["compute"] == max(4 * 512 * (1000 + 2 * 256) + 2 * 512 * 1024,
-                                       4 * 512 * (1024 * 9 + 6 * 256))
+                                       4 * 512 * (1024 * 9 + 6 * 256) + 2 * 512 * 1024 * 8)
+        # the CUDA runtime's host memory, once per process however many GPUs
+        cpu = estimate_load(FACTS, kwargs())
+        assert e.ram["overhead"] == cpu.ram["overhead"] + CUDA_HOST_BYTES
         assert e.ram["compute"] == 4 * 512 * 256 * 2
 
 
