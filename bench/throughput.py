@@ -337,7 +337,7 @@ from workers.llama_params import install
 install(extra_bufts=spec["extra_bufts"])
 started = time.perf_counter()
 llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
-                      n_threads_batch=spec["threads"], n_gpu_layers=spec["n_gpu_layers"],
+                      n_threads_batch=spec["threads"], n_gpu_layers=spec.get("n_gpu_layers", 0),
                       verbose=False)
 print(json.dumps({"version": llama_cpp.__version__, "load_s": time.perf_counter() - started}),
       flush=True)
