@@ -27,6 +27,7 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
 | sdk_max_sockets | LMHOST_SDK_MAX_SOCKETS | 256          | LM Studio SDK websockets per HTTP worker (each holds a thread) |
 | sdk_discovery | LMHOST_SDK_DISCOVERY | 1                | also listen on the first free SDK discovery port (127.0.0.1) |
+| sdk_fragment_ms | LMHOST_SDK_FRAGMENT_MS | 40           | an SDK prediction fragment gathers the text that comes within this many ms of the last one (0: one fragment a token) |
 | api_tokens   | LMHOST_API_TOKENS   | (none)             | comma-separated `token` or `token:scope` (admin, inference) |
 | api_tokens_file | LMHOST_API_TOKENS_FILE | (none)         | one `token[:scope]` a line, `#` comments; reread on HUP |
 | allow_unauthenticated | LMHOST_ALLOW_UNAUTHENTICATED | 0 | serve a non-loopback host without tokens |
@@ -98,6 +99,7 @@ class Settings:
     url: str = "http://127.0.0.1:1234"  # client side (the CLI); the server does not use it
     sdk_max_sockets: int = 256
     sdk_discovery: bool = True
+    sdk_fragment_ms: int = 40
     memory_limit: int = 0  # bytes; 0: no limit beyond what the host has
     guardrail: str = "strict"
     evict_explicit: bool = False
@@ -278,6 +280,7 @@ _PARSERS = {
     "url": _http_url,
     "sdk_max_sockets": _int_in(0, 4096),
     "sdk_discovery": _flag,
+    "sdk_fragment_ms": _int_in(0, 1000),
     "memory_limit": _byte_size,
     "guardrail": _one_of(*GUARDRAILS),
     "evict_explicit": _flag,

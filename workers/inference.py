@@ -229,6 +229,17 @@ class Collected:
     done: dict = field(default_factory=dict)
 
 
+def _gatherable(message: dict) -> bool:
+    return "text" in message and "logprobs" not in message
+
+
+def _merged(pending: dict | None, message: dict) -> dict:
+    if pending is None:
+        return dict(message)
+    return {**pending, "text": pending["text"] + message["text"],
+            "tokens": pending["tokens"] + message["tokens"]}
+
+
 class Reply:
     """An instance's answer to one request, read once with `messages()` (each line decoded).
     `cancel()` asks the instance to stop generating (it then ends with its ``done`` line);
@@ -245,33 +256,59 @@ class Reply:
         self.direct = direct
 
     def messages(self, template: tuple[bytes, bytes] | None = None,
-                 event: str | None = None) -> Iterator[dict]:
+                 event: str | None = None, gather: float = 0.0) -> Iterator[dict]:
         """Each line, decoded. With `direct`, the text's events are `event` events whose data
         is `template` (`workers.protocol.text_template`) around the text: once the caller has
         taken the first text line (and written its event) and asks for the next line, the
         instance is handed the client's connection and writes every further text itself; the
-        other lines still come here."""
+        other lines still come here.
+
+        `gather` (seconds; not with `direct`): text lines that arrive within `gather` of the
+        last text given are merged into one (texts joined, tokens added), for a client that
+        pays per message. The first text comes at once, none waits longer than `gather`, and
+        any other line comes after the text before it."""
         direct = self.direct
+        pending, given = None, float("-inf")  # text not given yet; when the last text was
         try:
             if direct is not None and template is None:  # the instance would wait for it
                 raise ValueError("a reply to hand off needs its text events' template")
             message = self.first
             while True:
+                if message is None or (pending is not None and not _gatherable(message)):
+                    yield pending  # its time is up, or another line follows it
+                    pending, given = None, time.monotonic()
+                if message is None:
+                    message = self._next(None)
+                    continue
                 if "error" in message:
                     raise from_wire(message["error"])
+                if gather > 0 and _gatherable(message):
+                    pending = _merged(pending, message)
+                    wait = given + gather - time.monotonic()
+                    try:
+                        message = self._next(wait) if wait > 0 else None
+                    except LmhostError:
+                        yield pending  # what came before the instance was lost
+                        raise
+                    continue
                 yield message
                 if direct is not None and "text" in message:  # its event is written by now
                     self._hand_off(direct.sock, *direct.around(template, event))
                     direct = None
                 if "result" in message or "done" in message:
                     return
-                try:
-                    line = self.channel.recv_line()
-                except (OSError, ProtocolError):
-                    raise self.lost() from None
-                message = json.loads(line)
+                message = self._next(None)
         finally:
             self.channel.close()
+
+    def _next(self, wait: float | None) -> dict | None:
+        """The instance's next line; with `wait`, None when none comes within it."""
+        try:
+            if wait is not None:
+                return self.channel.recv_ready(wait)
+            return json.loads(self.channel.recv_line())
+        except (OSError, ProtocolError, ValueError):
+            raise self.lost() from None
 
     def collect(self) -> "Collected":
         """A whole generation: its text, log-probability entries, tool calls, ``done`` line."""

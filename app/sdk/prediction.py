@@ -87,7 +87,8 @@ class PredictionHandlers:
         if channel.cancelled.is_set():  # before the hook was in place
             reply.cancel()
         done = {}
-        messages = reply.messages()
+        # fewer, larger fragments when tokens come fast: a client pays for each (README)
+        messages = reply.messages(gather=self.eng.settings.sdk_fragment_ms / 1000)
         try:
             for message in messages:
                 if "text" in message:

@@ -198,6 +198,33 @@ def test_prediction_on_a_synthetic_model_and_config_errors_naming_the_key(server
         assert llm.get_context_length() == 2048  # the sockets still serve
 
 
+def stream_fragments(host: str) -> tuple[list, object]:
+    with lmstudio.Client(host) as client:
+        llm = client.llm.load_new_instance("tiny-llama")
+        stream = llm.respond_stream("Hello", config={"maxTokens": 200})
+        fragments = list(stream)
+        return fragments, stream.result()
+
+
+def test_fast_tokens_come_in_fewer_fragments_unless_the_interval_is_0(server, host, serve,
+                                                                      short_tmp):
+    """``LMHOST_SDK_FRAGMENT_MS`` (40 by default): a fragment gathers the tokens that came
+    within the interval, with ``tokensCount`` saying how many; 0 sends every token's text at
+    once. The tiny model makes 200 tokens in well under the interval's worth of each."""
+    gathered, result = stream_fragments(host)
+    per_token_server = serve(write_sdk_models(short_tmp / "models"),
+                             env=clean_env(LMHOST_SDK_FRAGMENT_MS="0",
+                                           LMHOST_INSTANCE_THREADS="1"))
+    per_token, same = stream_fragments(per_token_server.url.removeprefix("http://"))
+    assert result.stats.predicted_tokens_count == same.stats.predicted_tokens_count == 200
+    assert "".join(f.content for f in gathered) == result.content
+    assert "".join(f.content for f in per_token) == same.content
+    for fragments in (gathered, per_token):
+        assert sum(f.tokens_count for f in fragments) == 200
+    assert gathered[0].tokens_count == 1  # the first text is not held back
+    assert len(gathered) < 50 < len(per_token)
+
+
 def test_typescript_client_model_management(server, host):
     node = require_node()
     proc = subprocess.run([node, str(NODE_DIR / "api.mjs"), f"ws://{host}"], capture_output=True,
