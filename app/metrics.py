@@ -28,6 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from config import Settings
 from workers import client, procs
+from workers import metric_files
+from workers.metric_files import recorded
 from workers.memory import read_meminfo, read_process
 from workers.nvml import Nvml, NvmlError
 from workers.protocol import ProtocolError, call
@@ -47,6 +49,8 @@ class Metrics:
 
     def __init__(self, collector: "EngineCollector"):
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        if self.multiprocess_dir:
+            metric_files.install()  # before the first series makes this process's files
         self.collector = collector
         self.registry = CollectorRegistry()
         # multiprocess: values go to the files, and a scrape reads the files
@@ -65,13 +69,13 @@ class Metrics:
         # file of that kind (two descriptors, for good), which would otherwise happen at the
         # first SDK socket, not at start.
         for namespace in SDK_NAMESPACES:
-            self.sdk_sockets.labels(namespace=namespace)
+            recorded(lambda: self.sdk_sockets.labels(namespace=namespace))
         if target is not None:
             self.registry.register(collector)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route=route, method=method, status=str(status)).inc()
-        self.duration.labels(route=route, method=method).observe(seconds)
+        recorded(lambda: self.requests.labels(route=route, method=method, status=str(status)).inc())
+        recorded(lambda: self.duration.labels(route=route, method=method).observe(seconds))
 
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:

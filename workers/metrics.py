@@ -14,6 +14,7 @@ first use, not at import.
 from __future__ import annotations
 
 import functools
+import os
 
 from workers.records import State
 
@@ -23,6 +24,10 @@ LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 @functools.cache
 def _series():
     from prometheus_client import Counter, Histogram
+
+    from workers import metric_files
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metric_files.install()  # before the first series makes this process's files
     labels = ["model", "type"]
     return {
         "loads": Counter("lmhost_model_loads", "Loads that ended, by outcome: loaded, "
@@ -39,7 +44,13 @@ def _series():
 
 
 def transition(instance, old: State, new: State) -> None:
-    """Count `instance` moving from `old` to `new` (called by `Registry._move`)."""
+    """Count `instance` moving from `old` to `new` (called by `Registry._move`); a full state
+    dir loses the count, not the move (`metric_files.recorded`)."""
+    from workers.metric_files import recorded  # prometheus_client on first use, not at import
+    recorded(lambda: _count(instance, old, new))
+
+
+def _count(instance, old: State, new: State) -> None:
     series = _series()
     labels = {"model": instance.model_key, "type": instance.type}
     if old is State.LOADING and new is State.LOADED:

@@ -17,6 +17,8 @@ import os
 import signal
 import threading
 
+from workers.metric_files import recorded
+
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001  # websocket close code: the server is going down
@@ -37,7 +39,7 @@ class SocketRegistry:
                 return False
             self._sessions.add(session)
         if self.gauge is not None:
-            self.gauge.labels(namespace=session.namespace.name).inc()
+            recorded(self.gauge.labels(namespace=session.namespace.name).inc)
         return True
 
     def leave(self, session) -> None:
@@ -46,7 +48,7 @@ class SocketRegistry:
                 return
             self._sessions.discard(session)
         if self.gauge is not None:
-            self.gauge.labels(namespace=session.namespace.name).dec()
+            recorded(self.gauge.labels(namespace=session.namespace.name).dec)
 
     def count(self) -> int:
         with self._lock:

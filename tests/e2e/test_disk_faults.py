@@ -75,6 +75,13 @@ def test_an_unwritable_state_dir_refuses_loads_and_keeps_the_table(short_tmp, se
     chat = requests.post(server.url + "/v1/completions", timeout=60, json={
         "model": "tiny-llama", "prompt": "x", "max_tokens": 4})
     assert chat.status_code == 200  # what is loaded keeps serving
+    # requests of new routes: new metric series, past the pages the worker's metric files had
+    # touched (a sparse file's new page on a full file system was a SIGBUS that killed it)
+    for path in ("/v1/models", "/api/v1/resources", "/readyz", "/metrics", "/api/v0/models",
+                 "/api/v1/models/tiny-llama", "/no/such/page"):
+        assert server.get(path).status_code in (200, 404, 503), path
+    assert requests.post(server.url + "/v1/completions", timeout=60, json={
+        "model": "tiny-llama", "prompt": "x", "max_tokens": 4}).status_code == 200
 
     if fault == "full":
         os.unlink(seen_by(server, f"{state}/filler"))
