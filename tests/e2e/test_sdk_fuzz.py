@@ -158,8 +158,11 @@ def test_bad_frames_get_an_error_or_a_close_and_nothing_leaks(server):
     for _ in range(2):
         send_bad_frames(server)
     assert alive(healthy) and instances(server) == []
-    # a closed socket's reader thread ends at its next ping time (simple-websocket): bounded
-    wait_for(lambda: usage(pid)[0] <= before[0] and usage(pid)[1] <= before[1],
+    # a closed socket's reader thread ends at its next ping time (simple-websocket): bounded.
+    # gthread's pool may keep one thread more for good (a closed socket's request thread still
+    # finishing as the next socket connects: seen in 1 of 3 runs alone); a leak would be one a
+    # socket (54 here), with the socket's descriptor
+    wait_for(lambda: usage(pid)[0] <= before[0] + 1 and usage(pid)[1] <= before[1],
              timeout=PING_INTERVAL + 15,
              what=f"the worker's threads and descriptors back to {before} (now {usage(pid)})")
     close(healthy)
