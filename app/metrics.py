@@ -27,8 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from config import Settings
-from workers import client, procs
-from workers import metric_files
+from workers import client, metric_files, procs
 from workers.metric_files import recorded
 from workers.memory import read_meminfo, read_process
 from workers.nvml import Nvml, NvmlError
@@ -49,8 +48,7 @@ class Metrics:
 
     def __init__(self, collector: "EngineCollector"):
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
-        if self.multiprocess_dir:
-            metric_files.install()  # before the first series makes this process's files
+        metric_files.install()  # before the first series makes this process's files
         self.collector = collector
         self.registry = CollectorRegistry()
         # multiprocess: values go to the files, and a scrape reads the files

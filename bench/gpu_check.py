@@ -102,6 +102,17 @@ def resources(server: Server) -> dict:
     return json.loads(body)
 
 
+def instance_row(report: dict) -> dict:
+    """The checked instance's row in a ``GET /api/v1/resources`` answer."""
+    return next(i for i in report["instances"] if i["id"] == IDENTIFIER)
+
+
+def gpu_error(row: dict) -> float | None:
+    """(estimate - measured) / measured on the GPU; None when NVML measured nothing."""
+    used = row["measured"]["gpu_bytes"]
+    return (row["estimate"]["gpu_bytes"] - used) / used if used else None
+
+
 def check_service(server: Server, figures: dict) -> None:
     log("\n[2] the service on the GPU: load, its memory, unload")
     before = resources(server)
@@ -112,7 +123,7 @@ def check_service(server: Server, figures: dict) -> None:
     log(f"    loaded {MODEL_KEY} as {IDENTIFIER!r} in {load_s:.2f} s")
     settle(server, 1)
     after = resources(server)
-    row = next(i for i in after["instances"] if i["id"] == IDENTIFIER)
+    row = instance_row(after)
     pids = set(server.instance_pids())
     apps = smi_processes()
     on_gpu = {pid: used for pid, used in apps.items() if pid in pids}
@@ -124,38 +135,37 @@ def check_service(server: Server, figures: dict) -> None:
     log(f"    measured by lmhost (NVML): GPU {mib(measured['gpu_bytes'])}, RAM "
         f"{mib(measured['ram_bytes'])}; nvidia-smi, lmhost's instance processes: "
         + (", ".join(f"pid {pid} {mib(used)}" for pid, used in on_gpu.items()) or "none"))
-    gpu_error = ((estimate["gpu_bytes"] - measured["gpu_bytes"]) / measured["gpu_bytes"]
-                 if measured["gpu_bytes"] else None)
+    error = gpu_error(row)
     log("    estimate vs measured on the GPU: "
-        + (f"{gpu_error:+.1%}" if gpu_error is not None else "NOTHING measured on the GPU"))
+        + (f"{error:+.1%}" if error is not None else "NOTHING measured on the GPU"))
     log("    pools: " + "; ".join(f"{p['pool']} instances {mib(p['instances_bytes'])}, "
                                    f"available {mib(p['available_bytes'])}" for p in after["pools"]))
     figures["service"] = {"load_s": load_s, "estimate": estimate, "measured": measured,
-                          "nvidia_smi_instances": on_gpu, "gpu_error": gpu_error,
+                          "nvidia_smi_instances": on_gpu, "gpu_error": error,
                           "used_before": [g["used_bytes"] for g in before["gpus"]],
                           "used_loaded": [g["used_bytes"] for g in after["gpus"]]}
     if before["mode"] != "gpu":
         raise BenchError(f"the service is in CPU mode: {before.get('cpu_mode_reason')}")
-    if gpu_error is None:
+    if error is None:
         raise BenchError("the loaded instance holds no GPU memory by NVML")
 
 
 def check_unload(server: Server, figures: dict) -> None:
     log("\n[2] again, after the generations of [3]: the instance's memory, then the unload")
-    row = next(i for i in resources(server)["instances"] if i["id"] == IDENTIFIER)
-    used = row["measured"]["gpu_bytes"]
-    error = (row["estimate"]["gpu_bytes"] - used) / used if used else None
+    row = instance_row(resources(server))
+    error = gpu_error(row)
     log(f"    estimate on the GPU {mib(row['estimate']['gpu_bytes'])}, measured by lmhost (NVML) "
-        f"{mib(used)}: " + (f"{error:+.1%}" if error is not None else "NOTHING measured")
+        f"{mib(row['measured']['gpu_bytes'])}: "
+        + (f"{error:+.1%}" if error is not None else "NOTHING measured")
         + f"; RAM estimate {mib(row['estimate']['ram_bytes'])}, measured "
         f"{mib(row['measured']['ram_bytes'])} (peak {mib(row['measured']['ram_peak_bytes'])})")
     figures["service"]["after_use"] = {"measured": row["measured"], "gpu_error": error}
     gpu_pids = set(smi_processes()) & set(server.instance_pids())
+    nvml, _ = nvml_readings()
     server.unload(IDENTIFIER)
     deadline = time.perf_counter() + RELEASE_DEADLINE_S
     while time.perf_counter() < deadline:
-        _, readings = nvml_readings()
-        left = gpu_pids & {pid for r in readings for pid in r.processes}
+        left = gpu_pids & {pid for r in nvml.read() for pid in r.processes}
         if not left:
             break
         time.sleep(0.1)  # poll, bounded by the deadline

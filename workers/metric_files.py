@@ -69,7 +69,8 @@ class AllocatedMmapedDict(mmap_dict.MmapedDict):
 def install() -> None:
     """Every multiprocess value made from now on in this process uses `AllocatedMmapedDict`
     (prometheus_client makes its files in `values.MultiProcessValue`, looking the class up
-    in its module at that moment)."""
+    in its module at that moment). Harmless without ``PROMETHEUS_MULTIPROC_DIR``: no file is
+    made then."""
     values.MmapedDict = AllocatedMmapedDict
 
 

@@ -14,7 +14,6 @@ first use, not at import.
 from __future__ import annotations
 
 import functools
-import os
 
 from workers.records import State
 
@@ -26,8 +25,7 @@ def _series():
     from prometheus_client import Counter, Histogram
 
     from workers import metric_files
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        metric_files.install()  # before the first series makes this process's files
+    metric_files.install()  # before the first series makes this process's files
     labels = ["model", "type"]
     return {
         "loads": Counter("lmhost_model_loads", "Loads that ended, by outcome: loaded, "
