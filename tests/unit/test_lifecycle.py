@@ -162,6 +162,33 @@ def test_load_then_unload_walks_the_diagram(sup):
     assert states(sup) == {} and not InstanceTable(sup.settings.state_dir).read_failures()
 
 
+def test_a_caller_that_wakes_late_still_gets_every_progress_step(sup):
+    # the caller's thread is held in its first emit while the instance reports every step and
+    # loads (a quick load on a busy machine): it must still send each step, not jump to 100%
+    emitted, release = [], threading.Event()
+
+    def emit(event):
+        emitted.append(event["progress"])
+        release.wait(timeout=5)
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(sup.load, {"model": "m"}, emit)
+        wait_for(lambda: emitted == [0.0], timeout=5, what="the first step")
+        (process,) = sup.launcher.spawned
+        for step in (0.25, 0.5, 0.75):
+            process.emit(event="progress", progress=step)
+        process.emit(event="loaded", socket="/nowhere", load_time_seconds=0.1)
+        wait_for(lambda: sup.registry.instances["m"].state is State.LOADED, timeout=5,
+                 what="the load")
+        release.set()
+        assert future.result(timeout=5)["status"] == "loaded"
+    assert emitted == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+    joined = []  # one that asks once it is loaded gets 100% only
+    assert sup.load({"model": "m", "reuse_existing": True}, lambda e: joined.append(e))["reused"]
+    assert joined == [{"event": "progress", "progress": 1.0}]
+
+
 def test_a_late_loaded_event_never_revives_a_cancelled_load(sup):
     with ThreadPoolExecutor(1) as pool:
         future, process = start_load(sup, pool)

@@ -284,18 +284,24 @@ class Loader:
                     param="model")
 
     def _await_loaded(self, instance: Instance, emit, reused: bool, echo: bool) -> dict:
+        """Emit each progress step from now until the instance leaves LOADING (one that joins
+        a load under way starts at its latest step), then return the load's answer."""
+        with self.registry.lock:
+            steps = instance.progress_steps
+            seen = len(steps) - 1 if instance.state is State.LOADING else len(steps)
         sent = -1.0
         while True:
             with self.registry.lock:
-                while instance.state is State.LOADING and instance.progress <= sent:
+                while instance.state is State.LOADING and len(steps) <= seen:
                     self.registry.changed.wait(timeout=1.0)
-                state, progress, error = instance.state, instance.progress, instance.error
-            if progress > sent and state is not State.GONE:
-                sent = progress
-                emit({"event": "progress", "progress": progress})
+                state, error, fresh = instance.state, instance.error, steps[seen:]
+                seen += len(fresh)
             if state is State.GONE:
                 raise error or ModelLoadFailed(f"instance {instance.id!r} was unloaded before it "
                                                "loaded")
+            for progress in fresh:
+                sent = progress
+                emit({"event": "progress", "progress": progress})
             if state is not State.LOADING:
                 break
         if sent < 1.0:

@@ -41,6 +41,10 @@ class Instance(InstanceRecord):
     follower: threading.Thread | None = field(default=None, repr=False)  # reads its events
     error: LmhostError | None = None  # why its load failed (what the load answers)
     cancelled: bool = False           # unloaded while loading: its death was asked for
+    # every progress it reported while loading, rising (at most ~100: it reports in steps of
+    # 1%); each waiting caller sends each step, so a quick load's steps are not lost when the
+    # caller's thread wakes after several of them
+    progress_steps: list[float] = field(default_factory=lambda: [0.0], repr=False)
 
 
 class Registry:
@@ -164,6 +168,7 @@ class Registry:
                 return
             crossed = int(progress * 10) != int(instance.progress * 10)
             instance.progress = progress
+            instance.progress_steps.append(progress)
             if crossed:  # the table shows progress in steps of 10%, written without fsync
                 self.write(durable=False)
             self.changed.notify_all()
