@@ -86,7 +86,8 @@ class Inference:
         None. Raises `LmhostError` for everything the client should hear."""
         target = target or self.target(reference)
         self.check_type(reference, target, kind)
-        request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference}
+        request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference,
+                   "first_written": kind == "generate"}  # `Reply.messages` says so
         if direct is not None and can_hand_off(kind, params):
             request["hand_off"] = True
         else:
@@ -266,9 +267,14 @@ class Reply:
         `gather` (seconds; not with `direct`): text lines that arrive within `gather` of the
         last text given are merged into one (texts joined, tokens added), for a client that
         pays per message. The first text comes at once, none waits longer than `gather`, and
-        any other line comes after the text before it."""
+        any other line comes after the text before it.
+
+        Once the caller has taken the first text and asks for more, the instance hears that it
+        was written on (the hand-off, or ``first_written``: `workers.instance.jobs`), for which
+        it waits before decoding the next token."""
         direct = self.direct
         pending, given = None, float("-inf")  # text not given yet; when the last text was
+        written = False  # the instance was told that the first text was written on
         try:
             if direct is not None and template is None:  # the instance would wait for it
                 raise ValueError("a reply to hand off needs its text events' template")
@@ -277,6 +283,8 @@ class Reply:
                 if message is None or (pending is not None and not _gatherable(message)):
                     yield pending  # its time is up, or another line follows it
                     pending, given = None, time.monotonic()
+                    if not written:
+                        written = self._first_written(None)
                 if message is None:
                     message = self._next(None)
                     continue
@@ -292,8 +300,9 @@ class Reply:
                         raise
                     continue
                 yield message
-                if direct is not None and "text" in message:  # its event is written by now
-                    self._hand_off(direct.sock, *direct.around(template, event))
+                if not written and "text" in message:  # its event is written by now
+                    written = self._first_written(
+                        None if direct is None else direct.around(template, event))
                     direct = None
                 if "result" in message or "done" in message:
                     return
@@ -323,15 +332,22 @@ class Reply:
                 answer.done = message["done"]
         return answer
 
-    def _hand_off(self, sock, before: bytes, after: bytes) -> None:
-        """Give the instance the client's connection (`sock`, a plain socket whose response
-        head and earlier chunks are written): it writes every further text itself, each as
-        one HTTP chunk ``before`` + the text as JSON + ``after`` (`workers.instance.handoff`)."""
+    def _first_written(self, around: tuple[bytes, bytes] | None) -> bool:
+        """Tell the instance that the first text was written on; with `around` (the text
+        events' ``before`` and ``after``), by giving it the client's connection (`direct`, a
+        plain socket whose response head and earlier chunks are written): it writes every
+        further text itself, each as one HTTP chunk ``before`` + the text as JSON + ``after``
+        (`workers.instance.handoff`)."""
+        if around is None:
+            message, fds = {"op": "first_written"}, ()
+        else:
+            message = {"op": "hand_off", "before": around[0].decode(), "after": around[1].decode()}
+            fds = (self.direct.sock.fileno(),)
         try:
-            self.channel.send({"op": "hand_off", "before": before.decode(), "after": after.decode()},
-                              fds=(sock.fileno(),))
+            self.channel.send(message, fds=fds)
         except OSError:
             pass  # it ended already, or died: messages() says which
+        return True
 
     def cancel(self) -> None:
         try:

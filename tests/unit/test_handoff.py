@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -175,3 +176,66 @@ def test_log_probabilities_stay_with_the_worker(serve_instance):
     assert "handed_off" not in lines[2]["done"]
     assert instance.status()["handed_off_tokens"] == 0
     client.close()
+
+
+class TellingEngine(ScriptEngine):
+    """Notes, when its first send returns, whether the client had said it wrote that text on."""
+
+    def __init__(self, texts, told: threading.Event):
+        super().__init__(texts)
+        self.told, self.told_when_resumed = told, []
+
+    def generate(self, params, send, cancelled):
+        def noting(line):
+            send(line)
+            self.told_when_resumed.append(self.told.is_set())
+        super().generate(params, noting, cancelled)
+
+
+@pytest.mark.parametrize("how", ["first_written", "hand_off"])
+def test_the_next_token_waits_until_the_client_wrote_the_first_on(serve_instance, monkeypatch,
+                                                                  how):
+    # decoding at once would take the cores from the worker writing the first token
+    monkeypatch.setattr("workers.instance.jobs.FIRST_WRITTEN_WAIT", 30.0)
+    told = threading.Event()
+    engine = TellingEngine(["a", "b"], told)
+    instance, path = serve_instance(engine)
+    client, client_end = socket.socketpair()
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "first_written": True,
+                      "hand_off": how == "hand_off"})
+        assert channel.recv() == {"text": "a", "tokens": 1}
+        assert channel.recv_ready(0.2) is None  # nothing more until it is told
+        told.set()
+        if how == "hand_off":
+            hand_off(channel, client_end)
+        else:
+            channel.send({"op": "first_written"})
+        rest = [channel.recv() for _ in range(1 if how == "hand_off" else 2)]
+    assert engine.told_when_resumed[0] is True
+    assert rest[-1]["done"]["completion_tokens"] == 2
+    client.close()
+
+
+def test_a_client_that_never_says_it_wrote_the_first_still_gets_every_token(serve_instance,
+                                                                             monkeypatch):
+    monkeypatch.setattr("workers.instance.jobs.FIRST_WRITTEN_WAIT", 0.05)
+    instance, path = serve_instance(ScriptEngine(["a", "b", "c"]))
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "first_written": True})
+        lines = [channel.recv() for _ in range(4)]
+    assert [line.get("text") for line in lines[:3]] == ["a", "b", "c"]
+    assert lines[3]["done"]["completion_tokens"] == 3
+
+
+def test_a_cancel_read_together_with_first_written_still_stops_the_generation(serve_instance):
+    # a client that leaves right after the first token: both lines can arrive in one read
+    instance, path = serve_instance(ScriptEngine(["tick"], keep_going=True))
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "first_written": True})
+        assert channel.recv()["text"] == "tick"
+        channel.sock.sendall(b'{"op":"first_written"}\n{"op":"cancel"}\n')
+        deadline = time.monotonic() + 10
+        while "done" not in (line := channel.recv()):
+            assert time.monotonic() < deadline, "the cancel was not seen"
+    assert line["done"]["stop"] == "cancelled"

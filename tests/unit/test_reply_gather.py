@@ -84,3 +84,18 @@ def test_an_instance_gone_while_text_is_gathered_is_the_lost_error():
     assert next(messages) == text("b")
     with pytest.raises(LmhostError, match="stopped answering"):
         next(messages)
+
+
+@pytest.mark.parametrize("gather", [0.0, LONG])
+def test_the_instance_hears_once_the_first_text_was_taken_and_more_is_asked(gather):
+    reply, theirs = reply_with([{"prompt": {"tokens": 3}}, text("a"), text("b"), DONE])
+    theirs.settimeout(10)
+    messages = reply.messages(gather=gather)
+    assert next(messages) == {"prompt": {"tokens": 3}}
+    assert next(messages) == text("a")
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):  # not yet: the caller may still be writing "a"
+        theirs.recv(100)
+    theirs.setblocking(True)
+    assert list(messages) == [text("b"), DONE]
+    assert theirs.recv(100) == b'{"op":"first_written"}\n'  # once

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import select
 import sys
 import threading
 import time
@@ -42,24 +41,30 @@ class Job:
         wants = (request.get("hand_off") is True
                  and can_hand_off(request.get("kind"), request.get("params") or {}))
         self.handoff = Handoff(self.cancelled) if wants else None
+        # the client wrote the first text on (`jobs.FIRST_WRITTEN_WAIT`), if it will say so
+        self.first_written = threading.Event() if request.get("first_written") is True else None
 
     def cancel(self) -> None:
         self.cancelled.set()
         if self.handoff is not None:
             self.handoff.wake()
+        self._first_written()
+
+    def _first_written(self) -> None:
+        if self.first_written is not None:
+            self.first_written.set()
 
     def watch(self) -> None:
         """Until the job is done: a ``cancel`` line or the connection closing cancels it; a
         ``hand_off`` line gives the job its client's socket."""
         while not self.done.is_set():
-            try:
-                readable, _, _ = select.select([self.channel.sock], [], [], 0.2)
-                if not readable:
-                    continue
-                message = self.channel.recv()
+            try:  # lines already buffered first: two can come in one read (first_written, cancel)
+                message = self.channel.recv_ready(0.2)
             except (OSError, ProtocolError, ValueError):
                 self.cancel()
                 return
+            if message is None:
+                continue
             op = message.get("op") if isinstance(message, dict) else None
             if op == "cancel":
                 self.cancel()
@@ -67,6 +72,9 @@ class Job:
                 return
             if op == "hand_off":
                 self._take_handoff(message)
+                self._first_written()  # the worker hands off once it wrote the first text
+            elif op == "first_written":
+                self._first_written()
 
     def _take_handoff(self, message: dict) -> None:
         fd = self.channel.take_fd()
@@ -195,7 +203,7 @@ class Instance:
             try:
                 if not job.cancelled.is_set():  # cancelled while queued: nothing to do
                     run_job(self.engine, job.request, job.channel, job.cancelled,
-                            self._count_tokens, job.handoff)
+                            self._count_tokens, job.handoff, job.first_written)
             except (OSError, ProtocolError):
                 pass  # the client went away: its generation stops here
             except RequestError as exc:
