@@ -28,7 +28,8 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
    in-process, HTTP, in-process (untimed spacer), socket, llama-server, in-process, ... The
    machine's speed drifts by 10% and more over a minute on a small VM, and a completion's
    first token comes later (6 -> 15 ms here) when the run before it was in another process:
-   interleaving gives every side the same of both. Also: the CPU time the HTTP path costs
+   interleaving gives every side the same of both. Every timed run starts `SETTLE_S` after the
+   run before it, whose llama.cpp threads would otherwise still spin on the cores. Also: the CPU time the HTTP path costs
    per token outside the instance (gunicorn, this client), and whether all generate the same
    text (same seed and threads);
 3. 1 vs 2 instances under 2 concurrent clients (two threads here), 1 llama.cpp thread per
@@ -133,6 +134,13 @@ SCALING_TARGET = 1.6        # 2 instances / 1 instance, 2 concurrent clients
 QUIET_BUSY = 0.10           # CPU use (fraction of all CPUs) that counts as quiet
 QUIET_SAMPLE_S = 1.0
 FOREIGN_LIMIT = 0.10        # CPU used by other processes during a run, in cores, averaged
+# llama.cpp's OpenMP threads spin at a barrier after a side's last token before they sleep:
+# libgomp's default is ~17 ms here (in-process, llama-server), lmhost's instances ~1 ms
+# (workers.supervisor.processes.OPENMP_SPIN_COUNT). A run started at once shares the cores with
+# the threads of the side before it: on 2 cores, a first token through /v1 right after an
+# in-process run came 2.1-2.4 ms later than one 50 ms after it (30 rounds each, p50). So every
+# timed run starts this long after whatever ran before it.
+SETTLE_S = 0.05
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -241,6 +249,7 @@ class Measure:
 
     def one(self, action: Callable[[], dict]) -> dict:
         while True:
+            time.sleep(SETTLE_S)  # the side before it has let go of the cores
             mark = self.watch.start()
             result = action()
             result["foreign"] = self.watch.foreign(mark)
