@@ -6,7 +6,8 @@
 ``countTokens``. The model specifier names a loaded instance (as ``getModelInfo`` finds it);
 the job goes to that instance.
 
-A prediction's messages: ``promptProcessingProgress`` (0 to 1), one ``fragment`` per text
+A prediction's messages: ``promptProcessingProgress`` (0 to 1; 0 goes with the next report,
+not while the prompt is evaluated: `progress_held`), one ``fragment`` per text
 line of the job, the ``toolCallGeneration*`` messages for each tool call (``act()`` runs them),
 then ``success`` with the stats and the applied configs. A ``cancel`` from the client is passed
 to the instance, which stops before its next token; ``success`` then says ``userStopped``.
@@ -15,6 +16,7 @@ to the instance, which stops before its next token; ``success`` then says ``user
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 from app.extensions import Engine
 from app.sdk import loadconfig
@@ -90,7 +92,7 @@ class PredictionHandlers:
         # fewer, larger fragments when tokens come fast: a client pays for each (README)
         messages = reply.messages(gather=self.eng.settings.sdk_fragment_ms / 1000)
         try:
-            for message in messages:
+            for message in progress_held(messages):
                 if "text" in message:
                     channel.send({"type": "fragment", "fragment": {
                         "content": message["text"], "tokensCount": message["tokens"],
@@ -207,6 +209,26 @@ def history_messages(history, system_prompt: str | None = None) -> list[dict]:
                 message["tool_calls"] = calls
             messages.append(message)
     return messages
+
+
+def progress_held(messages: Iterator[dict]) -> Iterator[dict]:
+    """The instance's lines, its first prompt report (nothing processed yet) held back until
+    the next line: a client woken by a frame while the prompt is evaluated takes a core from
+    it (the Python client parses every frame on two threads; with the report sent at once its
+    first token came 5 ms later on 2 cores). So a prompt evaluated in one batch has its 0 and
+    its 1 sent together before the first text; a longer one has 0 sent with the first batch's
+    report. The frames and their order are as before."""
+    held, first = None, True
+    for message in messages:
+        if first and "prompt" in message:
+            first, held = False, message
+            continue
+        if held is not None:
+            yield held
+            held = None
+        yield message
+    if held is not None:
+        yield held
 
 
 def progress_message(prompt: dict) -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.sdk.framing import SdkError
-from app.sdk.prediction import history_messages, progress_message, stats, tool_call_messages
+from app.sdk.prediction import (history_messages, progress_held, progress_message, stats,
+                                tool_call_messages)
 from app.sdk.predictconfig import job_params
 
 
@@ -97,3 +98,31 @@ def test_progress_tool_calls_and_stats_shapes():
     assert stats(done) == {"stopReason": "stopStringFound", "stopString": "\n",
                            "tokensPerSecond": 30.0, "timeToFirstTokenSec": 0.1,
                            "promptTokensCount": 5, "predictedTokensCount": 3, "totalTokensCount": 8}
+
+
+def test_the_first_prompt_report_waits_for_the_next_line():
+    # the client is not woken while the prompt is evaluated: its 0 goes with the next report
+    lines = [{"prompt": {"tokens": 9, "cached": 1, "processed": 1}},
+             {"prompt": {"tokens": 9, "cached": 1, "processed": 5}},
+             {"prompt": {"tokens": 9, "cached": 1, "processed": 9}},
+             {"text": "a", "tokens": 1}, {"done": {}}]
+    read = []
+
+    def instance():
+        for line in lines:
+            read.append(line)
+            yield line
+
+    given = []
+    for line in progress_held(instance()):
+        given.append((line, len(read)))
+    assert [line for line, _ in given] == lines  # the same lines, in the same order
+    assert given[0][1] == 2  # the first report was given once the second was read
+    assert [count for _, count in given[1:]] == [2, 3, 4, 5]  # the rest at once
+
+
+def test_a_held_prompt_report_still_comes_before_anything_else_or_at_the_end():
+    report = {"prompt": {"tokens": 3, "cached": 0, "processed": 0}}
+    assert list(progress_held(iter([report, {"done": {"stop": "cancelled"}}]))) == [
+        report, {"done": {"stop": "cancelled"}}]
+    assert list(progress_held(iter([report]))) == [report]
