@@ -29,9 +29,9 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
    machine's speed drifts by 10% and more over a minute on a small VM, and a completion's
    first token comes later (6 -> 15 ms here) when the run before it was in another process:
    interleaving gives every side the same of both. Every timed run starts `SETTLE_S` after the
-   run before it, whose llama.cpp threads would otherwise still spin on the cores. Also: the CPU time the HTTP path costs
-   per token outside the instance (gunicorn, this client), and whether all generate the same
-   text (same seed and threads);
+   run before it, whose llama.cpp threads would otherwise still spin on the cores. Also: the
+   CPU time the HTTP path costs per token outside the instance (gunicorn, this client), and
+   whether all generate the same text (same seed and threads);
 3. 1 vs 2 instances under 2 concurrent clients (two threads here), 1 llama.cpp thread per
    instance (``LMHOST_INSTANCE_THREADS=1``): two instances loaded (``a`` and ``b``); "one
    instance" rounds send both requests to ``a`` (they queue), "two instances" rounds name the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -86,7 +87,8 @@ class Inference:
         None. Raises `LmhostError` for everything the client should hear."""
         target = target or self.target(reference)
         self.check_type(reference, target, kind)
-        request = {"op": "run", "kind": kind, "params": params, "stream": stream, "model": reference,
+        request = {"op": "run", "kind": kind, "params": params, "stream": stream,
+                   "model": reference,
                    "first_written": kind == "generate"}  # `Reply.messages` says so
         if direct is not None and can_hand_off(kind, params):
             request["hand_off"] = True
@@ -255,6 +257,9 @@ class Reply:
         self.lost = lost  # the error to raise when the instance stops answering
         self.instance_id = instance_id
         self.direct = direct
+        # `messages()` (its reader's thread) and `cancel` (the SDK's cancel, another thread)
+        # both write to the instance: one line at a time
+        self._send_lock = threading.Lock()
 
     def messages(self, template: tuple[bytes, bytes] | None = None,
                  event: str | None = None, gather: float = 0.0) -> Iterator[dict]:
@@ -344,14 +349,16 @@ class Reply:
             message = {"op": "hand_off", "before": around[0].decode(), "after": around[1].decode()}
             fds = (self.direct.sock.fileno(),)
         try:
-            self.channel.send(message, fds=fds)
+            with self._send_lock:
+                self.channel.send(message, fds=fds)
         except OSError:
             pass  # it ended already, or died: messages() says which
         return True
 
     def cancel(self) -> None:
         try:
-            self.channel.send({"op": "cancel"})
+            with self._send_lock:
+                self.channel.send({"op": "cancel"})
         except OSError:
             pass  # it ended already
 

@@ -189,6 +189,31 @@ def test_a_caller_that_wakes_late_still_gets_every_progress_step(sup):
     assert joined == [{"event": "progress", "progress": 1.0}]
 
 
+def test_the_caller_that_starts_a_load_gets_every_step_even_if_it_looks_after_the_load(sup):
+    # its thread may be descheduled between starting the process and looking at the steps
+    loader, looking = sup.loader, threading.Event()
+    original = loader._await_loaded
+
+    def late(*args):
+        assert looking.wait(10)
+        return original(*args)
+
+    loader._await_loaded = late
+    emitted = []
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(sup.load, {"model": "m"}, lambda e: emitted.append(e["progress"]))
+        (process,) = wait_for(lambda: [p for p in sup.launcher.spawned if p.spec_given.is_set()],
+                              timeout=5, what="the load to start a process")
+        for step in (0.3, 0.6):
+            process.emit(event="progress", progress=step)
+        process.emit(event="loaded", socket="/nowhere", load_time_seconds=0.1)
+        wait_for(lambda: sup.registry.instances["m"].state is State.LOADED, timeout=5,
+                 what="the load")
+        looking.set()
+        assert future.result(timeout=5)["status"] == "loaded"
+    assert emitted == [0.0, 0.3, 0.6, 1.0]
+
+
 def test_a_late_loaded_event_never_revives_a_cancelled_load(sup):
     with ThreadPoolExecutor(1) as pool:
         future, process = start_load(sup, pool)

@@ -121,7 +121,7 @@ def test_the_first_prompt_report_waits_for_the_next_line():
     assert [count for _, count in given[1:]] == [2, 3, 4, 5]  # the rest at once
 
 
-def test_a_held_prompt_report_still_comes_before_anything_else_or_at_the_end():
+def test_a_held_prompt_report_is_not_dropped_when_no_report_follows():
     report = {"prompt": {"tokens": 3, "cached": 0, "processed": 0}}
     assert list(progress_held(iter([report, {"done": {"stop": "cancelled"}}]))) == [
         report, {"done": {"stop": "cancelled"}}]

@@ -6,9 +6,10 @@ Ops on ``<state>/instances/<handle>.sock``: ``info`` and ``status`` answered at 
 `state_lock`, so no request can be accepted in between; ``shutdown`` stops accepting, lets the
 running job finish (bounded), fails queued jobs and exits; ``run`` queues an inference job
 (`jobs.run_job`), and while it waits or runs, the connection's thread reads the client's
-``cancel`` (or its going away) and flags the job. ``tokenize`` and ``template`` (a chat as the
-model reads it) touch no decoding state and are answered at once, even while a job runs. One
-executor thread runs the jobs one at a time.
+``cancel`` (or its going away) and flags the job, and hands it its ``hand_off`` and its
+``first_written``. ``tokenize`` and ``template`` (a chat as the model reads it) touch no
+decoding state and are answered at once, even while a job runs. One executor thread runs the
+jobs one at a time.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Job:
 
     def watch(self) -> None:
         """Until the job is done: a ``cancel`` line or the connection closing cancels it; a
-        ``hand_off`` line gives the job its client's socket."""
+        ``hand_off`` line gives the job its client's socket; ``first_written`` (or the
+        hand-off) lets its next token go (`jobs.FIRST_WRITTEN_WAIT`)."""
         while not self.done.is_set():
             try:  # lines already buffered first: two can come in one read (first_written, cancel)
                 message = self.channel.recv_ready(0.2)

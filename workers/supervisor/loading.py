@@ -284,11 +284,16 @@ class Loader:
                     param="model")
 
     def _await_loaded(self, instance: Instance, emit, reused: bool, echo: bool) -> dict:
-        """Emit each progress step from now until the instance leaves LOADING (one that joins
-        a load under way starts at its latest step), then return the load's answer."""
+        """Emit each progress step until the instance leaves LOADING, then return the load's
+        answer. The caller that started the load sends every step, from the first (it may
+        come here after several, or after the load); one that joins a load under way starts
+        at its latest step, one that finds it loaded sends only the end."""
         with self.registry.lock:
             steps = instance.progress_steps
-            seen = len(steps) - 1 if instance.state is State.LOADING else len(steps)
+            if not reused:
+                seen = 0
+            else:
+                seen = len(steps) - 1 if instance.state is State.LOADING else len(steps)
         sent = -1.0
         while True:
             with self.registry.lock:
