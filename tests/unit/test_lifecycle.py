@@ -162,6 +162,15 @@ def test_load_then_unload_walks_the_diagram(sup):
     assert states(sup) == {} and not InstanceTable(sup.settings.state_dir).read_failures()
 
 
+def report_and_load(sup, process, steps) -> None:
+    """The fake instance reports `steps` and loads; returns once the registry says LOADED."""
+    for step in steps:
+        process.emit(event="progress", progress=step)
+    process.emit(event="loaded", socket="/nowhere", load_time_seconds=0.1)
+    wait_for(lambda: sup.registry.instances["m"].state is State.LOADED, timeout=5,
+             what="the load")
+
+
 def test_a_caller_that_wakes_late_still_gets_every_progress_step(sup):
     # the caller's thread is held in its first emit while the instance reports every step and
     # loads (a quick load on a busy machine): it must still send each step, not jump to 100%
@@ -175,11 +184,7 @@ def test_a_caller_that_wakes_late_still_gets_every_progress_step(sup):
         future = pool.submit(sup.load, {"model": "m"}, emit)
         wait_for(lambda: emitted == [0.0], timeout=5, what="the first step")
         (process,) = sup.launcher.spawned
-        for step in (0.25, 0.5, 0.75):
-            process.emit(event="progress", progress=step)
-        process.emit(event="loaded", socket="/nowhere", load_time_seconds=0.1)
-        wait_for(lambda: sup.registry.instances["m"].state is State.LOADED, timeout=5,
-                 what="the load")
+        report_and_load(sup, process, (0.25, 0.5, 0.75))
         release.set()
         assert future.result(timeout=5)["status"] == "loaded"
     assert emitted == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -204,11 +209,7 @@ def test_the_caller_that_starts_a_load_gets_every_step_even_if_it_looks_after_th
         future = pool.submit(sup.load, {"model": "m"}, lambda e: emitted.append(e["progress"]))
         (process,) = wait_for(lambda: [p for p in sup.launcher.spawned if p.spec_given.is_set()],
                               timeout=5, what="the load to start a process")
-        for step in (0.3, 0.6):
-            process.emit(event="progress", progress=step)
-        process.emit(event="loaded", socket="/nowhere", load_time_seconds=0.1)
-        wait_for(lambda: sup.registry.instances["m"].state is State.LOADED, timeout=5,
-                 what="the load")
+        report_and_load(sup, process, (0.3, 0.6))
         looking.set()
         assert future.result(timeout=5)["status"] == "loaded"
     assert emitted == [0.0, 0.3, 0.6, 1.0]
