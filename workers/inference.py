@@ -277,11 +277,10 @@ class Reply:
         Once the caller has taken the first text and asks for more, the instance hears that it
         was written on (the hand-off, or ``first_written``: `workers.instance.jobs`), for which
         it waits before decoding the next token."""
-        direct = self.direct
         pending, given = None, float("-inf")  # text not given yet; when the last text was
         written = False  # the instance was told that the first text was written on
         try:
-            if direct is not None and template is None:  # the instance would wait for it
+            if self.direct is not None and template is None:  # the instance would wait for it
                 raise ValueError("a reply to hand off needs its text events' template")
             message = self.first
             while True:
@@ -289,7 +288,8 @@ class Reply:
                     yield pending  # its time is up, or another line follows it
                     pending, given = None, time.monotonic()
                     if not written:
-                        written = self._first_written(None)
+                        self._first_written(template, event)
+                        written = True
                 if message is None:
                     message = self._next(None)
                     continue
@@ -306,9 +306,8 @@ class Reply:
                     continue
                 yield message
                 if not written and "text" in message:  # its event is written by now
-                    written = self._first_written(
-                        None if direct is None else direct.around(template, event))
-                    direct = None
+                    self._first_written(template, event)
+                    written = True
                 if "result" in message or "done" in message:
                     return
                 message = self._next(None)
@@ -337,30 +336,30 @@ class Reply:
                 answer.done = message["done"]
         return answer
 
-    def _first_written(self, around: tuple[bytes, bytes] | None) -> bool:
-        """Tell the instance that the first text was written on; with `around` (the text
-        events' ``before`` and ``after``), by giving it the client's connection (`direct`, a
-        plain socket whose response head and earlier chunks are written): it writes every
-        further text itself, each as one HTTP chunk ``before`` + the text as JSON + ``after``
-        (`workers.instance.handoff`)."""
-        if around is None:
-            message, fds = {"op": "first_written"}, ()
+    def _first_written(self, template: tuple[bytes, bytes] | None, event: str | None) -> None:
+        """Tell the instance that the first text was written on; with `direct`, by giving it
+        the client's connection (a plain socket whose response head and earlier chunks are
+        written): it writes every further text itself, each as one HTTP chunk ``before`` + the
+        text as JSON + ``after`` (`DirectText.around` of the text events' `template` and
+        `event`; `workers.instance.handoff`)."""
+        if self.direct is None:
+            self._tell({"op": "first_written"})
         else:
-            message = {"op": "hand_off", "before": around[0].decode(), "after": around[1].decode()}
-            fds = (self.direct.sock.fileno(),)
+            before, after = self.direct.around(template, event)
+            self._tell({"op": "hand_off", "before": before.decode(), "after": after.decode()},
+                       fds=(self.direct.sock.fileno(),))
+
+    def cancel(self) -> None:
+        self._tell({"op": "cancel"})
+
+    def _tell(self, message: dict, fds: tuple[int, ...] = ()) -> None:
+        """One line to the instance; nothing when it ended already, or died (`messages()`
+        says which)."""
         try:
             with self._send_lock:
                 self.channel.send(message, fds=fds)
         except OSError:
-            pass  # it ended already, or died: messages() says which
-        return True
-
-    def cancel(self) -> None:
-        try:
-            with self._send_lock:
-                self.channel.send({"op": "cancel"})
-        except OSError:
-            pass  # it ended already
+            pass
 
     def close(self) -> None:
         self.channel.close()
