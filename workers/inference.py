@@ -78,13 +78,16 @@ class Inference:
 
     def run(self, reference: str, kind: str, params: dict, *, stream: bool,
             ttl: int | None = None, target: Target | None = None,
-            direct=None) -> "Reply":
+            direct=None, gather: float = 0.0) -> "Reply":
         """Route the request to an instance (loading one if needed) and return its reply once
         the instance has answered first; answers carry `reference` as their ``model``.
         `target`: `target(reference)` when the caller has just found it. `direct`: the client's
         connection (`app.sse.DirectText`) for the instance to write the further text on, after
         the first (`Reply.messages`), when this job may be handed off (`can_hand_off`); or
-        None. Raises `LmhostError` for everything the client should hear."""
+        None. `gather` (seconds; not with `direct`): the instance merges text lines that come
+        within it into one, for a client that pays per message
+        (`workers.instance.gathering`). Raises `LmhostError` for everything the client should
+        hear."""
         target = target or self.target(reference)
         self.check_type(reference, target, kind)
         request = {"op": "run", "kind": kind, "params": params, "stream": stream,
@@ -94,6 +97,8 @@ class Inference:
             request["hand_off"] = True
         else:
             direct = None
+            if gather > 0:
+                request["gather"] = gather
         for attempt in (1, 2):  # a second try after the chosen instance died under us
             rows = target.rows or self._jit_load(reference, ttl)
             channel, first, row = self._dispatch(rows, request)
@@ -232,17 +237,6 @@ class Collected:
     done: dict = field(default_factory=dict)
 
 
-def _gatherable(message: dict) -> bool:
-    return "text" in message and "logprobs" not in message
-
-
-def _merged(pending: dict | None, message: dict) -> dict:
-    if pending is None:
-        return dict(message)
-    return {**pending, "text": pending["text"] + message["text"],
-            "tokens": pending["tokens"] + message["tokens"]}
-
-
 class Reply:
     """An instance's answer to one request, read once with `messages()` (each line decoded).
     `cancel()` asks the instance to stop generating (it then ends with its ``done`` line);
@@ -262,63 +256,35 @@ class Reply:
         self._send_lock = threading.Lock()
 
     def messages(self, template: tuple[bytes, bytes] | None = None,
-                 event: str | None = None, gather: float = 0.0) -> Iterator[dict]:
+                 event: str | None = None) -> Iterator[dict]:
         """Each line, decoded. With `direct`, the text's events are `event` events whose data
         is `template` (`workers.protocol.text_template`) around the text: once the caller has
         taken the first text line (and written its event) and asks for the next line, the
         instance is handed the client's connection and writes every further text itself; the
         other lines still come here.
 
-        `gather` (seconds; not with `direct`): text lines that arrive within `gather` of the
-        last text given are merged into one (texts joined, tokens added), for a client that
-        pays per message. The first text comes at once, none waits longer than `gather`, and
-        any other line comes after the text before it.
-
         Once the caller has taken the first text and asks for more, the instance hears that it
         was written on (the hand-off, or ``first_written``: `workers.instance.jobs`), for which
         it waits before decoding the next token."""
-        pending, given = None, float("-inf")  # text not given yet; when the last text was
-        written = False  # the instance was told that the first text was written on
         try:
             if self.direct is not None and template is None:  # the instance would wait for it
                 raise ValueError("a reply to hand off needs its text events' template")
-            message = self.first
+            message, written = self.first, False
             while True:
-                if message is None or (pending is not None and not _gatherable(message)):
-                    yield pending  # its time is up, or another line follows it
-                    pending, given = None, time.monotonic()
-                    if not written:
-                        self._first_written(template, event)
-                        written = True
-                if message is None:
-                    message = self._next(None)
-                    continue
                 if "error" in message:
                     raise from_wire(message["error"])
-                if gather > 0 and _gatherable(message):
-                    pending = _merged(pending, message)
-                    wait = given + gather - time.monotonic()
-                    try:
-                        message = self._next(wait) if wait > 0 else None
-                    except LmhostError:
-                        yield pending  # what came before the instance was lost
-                        raise
-                    continue
                 yield message
                 if not written and "text" in message:  # its event is written by now
                     self._first_written(template, event)
                     written = True
                 if "result" in message or "done" in message:
                     return
-                message = self._next(None)
+                message = self._next()
         finally:
             self.channel.close()
 
-    def _next(self, wait: float | None) -> dict | None:
-        """The instance's next line; with `wait`, None when none comes within it."""
+    def _next(self) -> dict:
         try:
-            if wait is not None:
-                return self.channel.recv_ready(wait)
             return json.loads(self.channel.recv_line())
         except (OSError, ProtocolError, ValueError):
             raise self.lost() from None

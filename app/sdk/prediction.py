@@ -83,14 +83,15 @@ class PredictionHandlers:
         job["progress"] = True
         # the instance the specifier named: routed to as it is (no second look at the table)
         target = Target(row["type"], [row], row["id"])
+        # fewer, larger fragments when tokens come fast: a client pays for each (README)
+        gather = self.eng.settings.sdk_fragment_ms / 1000
         reply = self._call(lambda: self.eng.inference.run(row["id"], "generate", job, stream=True,
-                                                          target=target))
+                                                          target=target, gather=gather))
         channel.on_cancel = reply.cancel
         if channel.cancelled.is_set():  # before the hook was in place
             reply.cancel()
         done = {}
-        # fewer, larger fragments when tokens come fast: a client pays for each (README)
-        messages = reply.messages(gather=self.eng.settings.sdk_fragment_ms / 1000)
+        messages = reply.messages()
         try:
             for message in progress_held(messages):
                 if "text" in message:

@@ -22,6 +22,9 @@ request with ``"hand_off": true`` is answered as below up to its first ``text`` 
 client then sends ``{"op": "hand_off", "before", "after"}`` with its HTTP client's socket,
 and the instance writes every further text itself (`workers.instance.handoff`).
 
+A ``generate`` request with ``"gather": seconds`` (not with a hand-off) has its fast text lines
+merged into fewer, each ``tokens`` the sum (`workers.instance.gathering`).
+
 A ``generate`` request with ``"first_written": true`` promises ``{"op": "first_written"}`` (or
 the hand-off) once the client has written the first text on to its own client: the instance
 waits for it, at most `FIRST_WRITTEN_WAIT`, before it decodes the next token. On a host with
@@ -57,6 +60,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from workers.instance.gathering import Gatherer
 from workers.instance.handoff import Handoff
 from workers.protocol import Channel
 
@@ -87,8 +91,18 @@ def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event,
             channel.send(line)
             if texts == 1 and "text" in line and first_written is not None:
                 first_written.wait(FIRST_WRITTEN_WAIT)
+        gather = request.get("gather")
+        if handoff is None and _seconds(gather):
+            send = Gatherer(gather, send)
         try:
             engine.generate(params, send, cancelled)
+        except Exception:
+            if isinstance(send, Gatherer):  # the text before the failure, as it would have gone
+                try:
+                    send.flush()
+                except OSError:
+                    pass
+            raise
         finally:
             if handoff is not None:
                 handoff.close()
@@ -98,3 +112,7 @@ def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event,
         channel.send({"result": result})
     else:
         raise ValueError(f"unknown kind {kind!r}")
+
+
+def _seconds(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0

@@ -1,0 +1,1 @@
+from tests.unit.scripted_instance import serve_instance  # noqa: F401 - the fixture
