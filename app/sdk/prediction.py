@@ -7,7 +7,8 @@
 the job goes to that instance.
 
 A prediction's messages: ``promptProcessingProgress`` (0 to 1; 0 goes with the next report,
-not while the prompt is evaluated: `progress_held`), one ``fragment`` per text
+not while the prompt is evaluated, and not at all for a prompt evaluated in one batch:
+`progress_held`), one ``fragment`` per text
 line of the job, the ``toolCallGeneration*`` messages for each tool call (``act()`` runs them),
 then ``success`` with the stats and the applied configs. A ``cancel`` from the client is passed
 to the instance, which stops before its next token; ``success`` then says ``userStopped``.
@@ -214,22 +215,33 @@ def history_messages(history, system_prompt: str | None = None) -> list[dict]:
 
 def progress_held(messages: Iterator[dict]) -> Iterator[dict]:
     """The instance's lines, its first prompt report (nothing processed yet) held back until
-    the next line: a client woken by a frame while the prompt is evaluated takes a core from
-    it (the Python client parses every frame on two threads; with the report sent at once its
-    first token came 5 ms later on 2 cores). So a prompt evaluated in one batch has its 0 and
-    its 1 sent together before the first text; a longer one has 0 sent with the first batch's
-    report. The frames and their order are as before."""
+    the next line, and dropped when that is the last report (a prompt evaluated in one batch
+    reports only its end, 1).
+
+    Why: a client woken by a frame while the prompt is evaluated takes a core from it (the
+    Python client handles every frame on two threads; with the 0 sent at once its first token
+    came 5 ms later on 2 cores), and each frame before the first fragment costs it about 1 ms
+    more. A report that starts above 0 is what both clients take as it is: the TypeScript
+    client passes each report on, and the Python client makes up the missing 0 itself (and
+    the 1 at the first fragment, "the server ... may skip actually sending" it). A longer
+    prompt's 0 goes with its first batch's report, then one report per batch."""
     held, first = None, True
     for message in messages:
         if first and "prompt" in message:
             first, held = False, message
             continue
         if held is not None:
-            yield held
+            if not _prompt_done(message):
+                yield held
             held = None
         yield message
     if held is not None:
         yield held
+
+
+def _prompt_done(message: dict) -> bool:
+    prompt = message.get("prompt")
+    return prompt is not None and prompt["processed"] >= prompt["tokens"]
 
 
 def progress_message(prompt: dict) -> dict:

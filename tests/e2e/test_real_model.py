@@ -288,9 +288,12 @@ const model = await client.llm.model("%s", { verbose: false });
 const chat = [{ role: "system", content: "%s" }, { role: "user", content: "What is the capital of France?" }];
 const result = await model.respond(chat, { temperature: 0, maxTokens: 30 });
 const fragments = [];
-for await (const fragment of model.respond(chat, { temperature: 0, maxTokens: 30 })) fragments.push(fragment.content);
+const progress = [];
+const options = { temperature: 0, maxTokens: 30,
+                  onPromptProcessingProgress: (p, details) => progress.push([p, details]) };
+for await (const fragment of model.respond(chat, options)) fragments.push(fragment.content);
 const completion = await model.complete("The capital of France is", { temperature: 0, maxTokens: 5 });
-console.log(JSON.stringify({ content: result.content, stats: result.stats, fragments,
+console.log(JSON.stringify({ content: result.content, stats: result.stats, fragments, progress,
                              completion: completion.content, completionStats: completion.stats }));
 """ % (MODEL, SYSTEM)
 
@@ -307,6 +310,11 @@ def test_typescript_client_responds_and_completes(host, short_tmp):
     assert "Paris" in seen["content"] and seen["stats"]["stopReason"] == "eosFound"
     assert seen["stats"]["predictedTokensCount"] > 0 and "".join(seen["fragments"]) == seen["content"]
     assert seen["completion"].strip() and seen["completionStats"]["predictedTokensCount"] <= 5
+    # a prompt evaluated in one batch reports its end only (one frame fewer before the first
+    # fragment), with the token counts
+    [(progress, details)] = seen["progress"]
+    assert progress == 1 and details["processedPromptTokenCount"] == details[
+        "totalPromptTokenCount"] == seen["stats"]["promptTokensCount"]
 
 
 # -- cancellation frees the instance at once ----------------------------------------------------

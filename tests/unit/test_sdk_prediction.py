@@ -121,6 +121,16 @@ def test_the_first_prompt_report_waits_for_the_next_line():
     assert [count for _, count in given[1:]] == [2, 3, 4, 5]  # the rest at once
 
 
+def test_a_prompt_evaluated_in_one_batch_reports_only_its_end():
+    # each frame before the first fragment costs the client a wake; both clients take a
+    # first report above 0 as it is
+    lines = [{"prompt": {"tokens": 9, "cached": 1, "processed": 1}},
+             {"prompt": {"tokens": 9, "cached": 1, "processed": 9}},
+             {"text": "a", "tokens": 1}, {"done": {}}]
+    assert list(progress_held(iter(lines))) == lines[1:]
+    assert [progress_message(line["prompt"])["progress"] for line in lines[1:2]] == [1.0]
+
+
 def test_a_held_prompt_report_is_not_dropped_when_no_report_follows():
     report = {"prompt": {"tokens": 3, "cached": 0, "processed": 0}}
     assert list(progress_held(iter([report, {"done": {"stop": "cancelled"}}]))) == [
