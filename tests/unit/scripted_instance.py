@@ -1,13 +1,18 @@
 """An instance's real socket server (`workers.instance.server.Instance`) around a scripted
-engine, for the unit tests of what the instance does with a job's lines."""
+engine, for the unit tests of what the instance does with a job's lines; a hand-off's client
+end, read as HTTP chunks."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
 
 from workers.instance.server import Instance
+from workers.protocol import Channel
+
+BEFORE, AFTER = b'data: {"text":', b"}\n\n"
 
 
 class ScriptEngine:
@@ -49,3 +54,24 @@ def serve_instance(tmp_path):
         instance.server.shutdown()
         instance.server.server_close()
         instance.jobs.put(None)
+
+
+def read_chunks(sock: socket.socket) -> list[bytes]:
+    """HTTP chunks until the other end is closed (every copy of it)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    chunks = []
+    while data:
+        size, _, rest = data.partition(b"\r\n")
+        length = int(size, 16)
+        assert rest[length:length + 2] == b"\r\n", "a chunk's framing is broken"
+        chunks.append(rest[:length])
+        data = rest[length + 2:]
+    return chunks
+
+
+def hand_off(channel: Channel, client_end: socket.socket) -> None:
+    channel.send({"op": "hand_off", "before": BEFORE.decode(), "after": AFTER.decode()},
+                 fds=(client_end.fileno(),))
+    client_end.close()  # the instance holds the only other copy now

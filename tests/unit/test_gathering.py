@@ -5,9 +5,11 @@ instance server with a scripted engine."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from tests.unit.scripted_instance import ScriptEngine
+from tests.unit.scripted_instance import AFTER, BEFORE, ScriptEngine, hand_off, read_chunks
 from workers.instance.gathering import Gatherer
 from workers.protocol import Channel
 
@@ -81,6 +83,15 @@ def test_any_other_line_sends_the_held_text_first(gathered):
         {"done": {}}]
 
 
+def test_after_a_suddenly_slow_step_the_held_text_goes_with_the_next_line(gathered):
+    # no timer: what is held waits for the slow step (README: "The SDK's fragments")
+    gatherer, sent, clock = gathered
+    feed(gatherer, clock, [(0.0, text("a")), (0.010, text("b")), (0.020, text("c"))])
+    assert sent == [(0.0, text("a"))]
+    feed(gatherer, clock, [(0.300, text("d"))])
+    assert sent == [(0.0, text("a")), (0.3, text("bcd", 3))]
+
+
 def test_flush_sends_what_is_held_once(gathered):
     gatherer, sent, clock = gathered
     feed(gatherer, clock, [(0.0, text("a")), (0.001, text("b"))])
@@ -99,11 +110,59 @@ def run_lines(path: str, request: dict) -> list[dict]:
 
 
 def test_an_instance_merges_the_text_of_a_job_that_asks(serve_instance):
-    _, path = serve_instance(ScriptEngine([str(i) for i in range(50)]))
+    instance, path = serve_instance(ScriptEngine([str(i) for i in range(50)]))
     plain = run_lines(path, {"params": {}})
     merged = run_lines(path, {"params": {}, "gather": 60.0})
     assert len(plain) == 51
     # the scripted engine's tokens come at once: all but the first are merged, until done
     assert merged == [text("0"), text("".join(str(i) for i in range(1, 50)), 49), plain[-1]]
+    assert instance.status()["generated_tokens"] == 100  # merged lines count every token
     with_logprobs = run_lines(path, {"params": {"logprobs": 1}, "gather": 60.0})
     assert len(with_logprobs) == 51  # each line's log-probabilities stay with its text
+
+
+class FailingEngine(ScriptEngine):
+    """Sends its texts, then fails as a bug in the engine would (or, `ends_quietly`, returns
+    without its ``done`` line)."""
+
+    def __init__(self, texts, ends_quietly=False):
+        super().__init__(texts)
+        self.ends_quietly = ends_quietly
+
+    def generate(self, params, send, cancelled):
+        for piece in self.texts:
+            send(text(piece))
+        if not self.ends_quietly:
+            raise RuntimeError("the engine broke")
+
+
+def test_text_held_when_the_engine_fails_goes_before_the_error(serve_instance):
+    _, path = serve_instance(FailingEngine(["a", "b", "c"]))
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "gather": 60.0})
+        lines = [channel.recv(), channel.recv(), channel.recv()]
+    assert lines[:2] == [text("a"), text("bc", 2)]
+    assert "the engine broke" in lines[2]["error"]["message"]
+
+
+def test_text_held_when_the_engine_returns_without_done_still_goes(serve_instance):
+    _, path = serve_instance(FailingEngine(["a", "b", "c"], ends_quietly=True))
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "gather": 60.0})
+        assert [channel.recv(), channel.recv()] == [text("a"), text("bc", 2)]
+
+
+def test_a_job_handed_off_is_not_merged(serve_instance):
+    # the instance writes a handed-off stream's text itself, one HTTP chunk a line: the
+    # worker's hand-off and a merge do not go together (the worker never asks for both)
+    _, path = serve_instance(ScriptEngine(["a", "b", "c"]))
+    client, client_end = socket.socketpair()
+    with Channel.connect(path, 10) as channel:
+        channel.send({"op": "run", "kind": "generate", "params": {}, "hand_off": True,
+                      "gather": 60.0})
+        assert channel.recv() == text("a")
+        hand_off(channel, client_end)
+        done = channel.recv()
+    assert done["done"]["handed_off"] == "bc"
+    assert read_chunks(client) == [BEFORE + b'"b"' + AFTER, BEFORE + b'"c"' + AFTER]
+    client.close()

@@ -13,31 +13,9 @@ import time
 import pytest
 
 from tests.helpers import wait_for
-from tests.unit.scripted_instance import ScriptEngine
+from tests.unit.scripted_instance import AFTER, BEFORE, ScriptEngine, hand_off, read_chunks
 from workers.protocol import Channel
 
-BEFORE, AFTER = b'data: {"text":', b"}\n\n"
-
-
-def read_chunks(sock: socket.socket) -> list[bytes]:
-    """HTTP chunks until the other end is closed (every copy of it)."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    chunks = []
-    while data:
-        size, _, rest = data.partition(b"\r\n")
-        length = int(size, 16)
-        assert rest[length:length + 2] == b"\r\n", "a chunk's framing is broken"
-        chunks.append(rest[:length])
-        data = rest[length + 2:]
-    return chunks
-
-
-def hand_off(channel: Channel, client_end: socket.socket) -> None:
-    channel.send({"op": "hand_off", "before": BEFORE.decode(), "after": AFTER.decode()},
-                 fds=(client_end.fileno(),))
-    client_end.close()  # the instance holds the only other copy now
 
 
 def test_a_line_carries_a_file_descriptor_and_one_nobody_claims_is_closed():

@@ -29,7 +29,7 @@ def reply_with(lines: list[dict]) -> tuple[Reply, socket.socket]:
     return Reply(Channel(ours), lines[0], lost, "i1"), theirs
 
 
-def test_without_gather_every_line_comes_as_sent():
+def test_every_line_comes_as_sent():
     lines = [text("a"), text("b"), text("c"), DONE]
     reply, _ = reply_with(lines)
     assert list(reply.messages()) == lines

@@ -9,8 +9,11 @@ The rule: the first text goes at once; a later one is held while the next text i
 (one step after it, the step being the time since the text before) before `interval` has
 passed since the last text went out. Any other line (progress, tool calls, ``done``) and a
 text with log-probabilities sends what is held first, then itself. So text is never held past
-the interval when tokens come steadily; when a step is suddenly slower than the last, what is
-held waits for that one step.
+the interval when tokens come steadily; when a step is suddenly slower than the last (a
+grammar's resampling, a stop string's held-back tokens, a busier CPU), what is held waits for
+that one step: there is no timer, which would wake a thread of the instance once per interval.
+Held text is the instance's: if the instance dies, it is lost with it (the client gets the
+error of the lost instance, as it would a moment later anyway).
 """
 
 from __future__ import annotations

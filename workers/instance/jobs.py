@@ -103,6 +103,9 @@ def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event,
                 except OSError:
                     pass
             raise
+        else:
+            if isinstance(send, Gatherer):  # (a generation ends with ``done``, which flushes)
+                send.flush()
         finally:
             if handoff is not None:
                 handoff.close()
