@@ -42,7 +42,11 @@ BENCH_SIDES = (("in_process", "in-process"), ("llama_server", "llama-server"),
 SIDE_COLOURS = {"in_process": "tab:gray", "inproc": "tab:gray", "llama_server": "tab:green"}
 REAL_SIDES = (("inproc", "in-process"), ("llama_server", "llama-server"),
               ("v1", "/v1/chat/completions"), ("native", "/api/v1/chat"),
-              ("sdk", "SDK respond_stream"), ("socket", "instance socket"))
+              ("sdk", "SDK respond_stream"), ("sdk_wire", "SDK wire, minimal client"),
+              ("socket", "instance socket"))
+# measured for what it explains, with no target of its own: the SDK wire read by a one-thread
+# client (bench/sdk_wire.py), the server's part of the SDK's figures
+INFO_SIDES = ("sdk_wire",)
 
 
 def p50(values: list[float]) -> float:
@@ -189,7 +193,18 @@ def throughput_rows(t: Table, f: dict) -> None:
     ip = rs["inproc"]
     t.section(f"Generation, the real model ({real['key']}, Q4_1), {f['real_tokens']} tokens, "
               f"{f['threads']} threads, p50 of {f['runs']}")
-    wire_rows(t, rs, REAL_SIDES[2:], ip)
+    wire_rows(t, rs, tuple(w for w in REAL_SIDES[2:] if w[0] not in INFO_SIDES), ip)
+    wire = rs.get("sdk_wire")
+    if wire:
+        label = "SDK wire, a minimal one-thread client (the server's part of the SDK's figures)"
+        t.at_least(f"decode tok/s, {label}", wire["decode_tps"], ip["decode_tps"], "in-process",
+                   "tok/s", None, tps_ratio(wire, ip))
+        if rs.get("llama_server"):
+            t.at_least(f"decode tok/s, {label} vs llama-server", wire["decode_tps"],
+                       rs["llama_server"]["decode_tps"], "llama-server", "tok/s", None,
+                       tps_ratio(wire, rs["llama_server"]))
+        t.at_most_added(f"time to first token, {label}", wire["ttft"], ip["ttft"], "in-process",
+                        None, added=ttft_added(wire, ip))
     counts = sorted({c for key, _ in REAL_SIDES if rs.get(key) for c in rs[key]["token_counts"]})
     t.plain("tokens generated per run, every plain side", ", ".join(map(str, counts)),
             target="equal", met=real["tokens_match"])

@@ -49,7 +49,9 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
    side, 128 tokens of a story, interleaved as in [2]: in-process
    ``Llama.create_chat_completion(stream=True)``, ``POST /v1/chat/completions`` (streamed,
    ``include_usage``), ``POST /api/v1/chat`` (streamed, ``message.delta`` events), the official
-   Python SDK's ``respond_stream`` (fragments), the instance's socket (the HTTP worker's job,
+   Python SDK's ``respond_stream`` (fragments), the same prediction read by a minimal
+   one-thread client (`sdk_wire`: what the server's SDK path adds, without the official
+   client's own work), the instance's socket (the HTTP worker's job,
    as in [2]), and llama-server's ``/v1/chat/completions`` (``ignore_eos``; the token counts
    of every side are printed and compared); then structured output, a JSON schema,
    in-process (llama-cpp-python's own grammar sampling) and through ``/v1``: structured /
@@ -109,6 +111,7 @@ import common  # noqa: E402 (puts the repo on sys.path)
 from common import (HOST, REPO, BenchError, log, p50, percentile,  # noqa: E402
                     run_in_work_dir, spare_ready, sse_lines)
 from llama_server import LlamaServer, ensure_llama_server  # noqa: E402
+from sdk_wire import WireClient  # noqa: E402
 from report import tps_ratio, ttft_added  # noqa: E402
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from lmhost.realmodel import KEY as REAL_KEY, place_smollm2  # noqa: E402
@@ -984,6 +987,32 @@ def sdk_chat(llm, what: str) -> dict:
                         stats.predicted_tokens_count, what)
 
 
+def sdk_wire_chat(wire, what: str) -> dict:
+    """`sdk_chat`'s prediction from `sdk_wire.WireClient`: the same frames, read in the
+    caller's thread (the server's SDK path without the official client's own work)."""
+    fields = [{"key": "llm.prediction.temperature", "value": REAL_SAMPLING["temperature"]},
+              {"key": "llm.prediction.topPSampling",
+               "value": {"checked": True, "value": REAL_SAMPLING["top_p"]}},
+              {"key": "llm.prediction.topKSampling", "value": REAL_SAMPLING["top_k"]},
+              {"key": "llm.prediction.minPSampling",
+               "value": {"checked": True, "value": REAL_SAMPLING["min_p"]}},
+              {"key": "llm.prediction.repeatPenalty",
+               "value": {"checked": True, "value": REAL_SAMPLING["repeat_penalty"]}},
+              {"key": "llm.prediction.seed", "value": {"checked": True,
+                                                       "value": REAL_SAMPLING["seed"]}},
+              {"key": "llm.prediction.maxPredictedTokens",
+               "value": {"checked": True, "value": REAL_TOKENS}}]
+    stamps, text, tokens = [], [], 0
+    start = time.perf_counter()
+    for message in wire.predict("smol", REAL_MESSAGES, fields):
+        if message["type"] == "fragment":
+            stamps.append(time.perf_counter())
+            text.append(message["fragment"]["content"])
+        elif message["type"] == "success":
+            tokens = message["stats"]["predictedTokensCount"]
+    return real_metrics(start, stamps, time.perf_counter(), "".join(text), tokens, what)
+
+
 def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
     """The real model (SmolLM2) streamed through /v1, /api/v1/chat and the SDK, and in-process;
     then structured output (a JSON schema) through /v1 and in-process (llama-cpp-python's own
@@ -992,7 +1021,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-real.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
-    inproc, client, peer = None, None, None
+    inproc, client, peer, wire = None, None, None, None
     try:
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
@@ -1003,6 +1032,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         inproc = InProcChat(model, args.threads, args, work)
         client = lmstudio.Client(f"{HOST}:{server.port}")
         llm = client.llm.model("smol")
+        wire = WireClient(HOST, server.port, REQUEST_TIMEOUT_S)
         socket_path = server.socket_of("smol")
         peer = start_llama_server(model, args, work, "llama-server-real")
         kinds = {
@@ -1010,6 +1040,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             "v1": lambda: openai_chat(server.port, False, "/v1/chat/completions"),
             "native": lambda: native_chat(server.port, "/api/v1/chat"),
             "sdk": lambda: sdk_chat(llm, "SDK respond_stream"),
+            "sdk_wire": lambda: sdk_wire_chat(wire, "SDK wire, minimal client"),
             "socket": lambda: socket_chat(socket_path, "instance socket"),
             "llama_server": lambda: openai_chat(peer.port, False, "llama-server", IGNORE_EOS),
             "inproc_structured": lambda: inproc.chat(True, "in-process, structured"),
@@ -1025,16 +1056,18 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         for _ in range(args.runs):
             for kind, action in kinds.items():
                 # every lmhost run follows an in-process one, as in [2]
-                if kind in ("native", "sdk", "socket", "v1_structured"):
+                if kind in ("native", "sdk", "sdk_wire", "socket", "v1_structured"):
                     inproc.chat(kind == "v1_structured", "in-process spacer")
                 runs[kind].append(measures[kind].one(action))
         server.unload("smol")
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
-        shut_down(server, client and client.close, inproc and inproc.close, peer and peer.stop)
+        shut_down(server, client and client.close, wire and wire.close, inproc and inproc.close,
+                  peer and peer.stop)
     titles = {"inproc": "in-process (create_chat_completion, stream)", "v1": "/v1/chat/completions",
               "native": "/api/v1/chat", "sdk": "SDK (lmstudio respond_stream)",
+              "sdk_wire": "SDK wire (bench/sdk_wire.py: one thread, no client library)",
               "socket": "instance socket (the HTTP worker's job, no HTTP)",
               "llama_server": "llama-server /v1/chat/completions (ignore_eos)",
               "inproc_structured": "in-process, JSON schema (llama-cpp-python's grammar)",
@@ -1046,10 +1079,13 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             report_runs(runs[kind])
             out[kind] = summary(runs[kind])
             out[kind]["token_counts"] = [r["tokens"] for r in runs[kind]]
-    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "sdk", "socket")}
+    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "sdk", "sdk_wire", "socket")}
+    other = [k for k, t in texts.items() if t != texts["inproc"]]
     log(f"    the same story everywhere (same seed): "
-        f"{'yes' if len(set().union(*texts.values())) == 1 else 'NO'}")
-    plain = [k for k in ("inproc", "v1", "native", "sdk", "socket", "llama_server") if k in out]
+        f"{'yes' if len(set().union(*texts.values())) == 1 else 'NO'}"
+        + (f" (not in-process's: {', '.join(other)})" if other else ""))
+    plain = [k for k in ("inproc", "v1", "native", "sdk", "sdk_wire", "socket", "llama_server")
+             if k in out]
     counts = {k: out[k]["token_counts"] for k in plain}
     out["tokens_match"] = len({c for k in plain for c in counts[k]}) == 1
     log("    tokens generated per side: " + ", ".join(f"{k} {counts[k]}" for k in plain)
@@ -1174,7 +1210,7 @@ def run(args, work: Path) -> int:
     real = place_smollm2(real_dir)
     log(f"\n[5] the real model ({REAL_KEY}, Q4_1) on every wire, {REAL_TOKENS} tokens of a story "
         f"(chat template, seed {SEED}), {threads(args.threads)}: in-process, /v1/chat/completions, "
-        f"/api/v1/chat, the SDK, llama-server; then a JSON schema in-process and through /v1; "
+        f"/api/v1/chat, the SDK (the official client, and a minimal one), llama-server; then a JSON schema in-process and through /v1; "
         f"interleaved: 1 warm-up + {args.runs} runs each")
     rw = real_model_wires(real, real_dir, args, work, watch)
 
@@ -1242,6 +1278,7 @@ def run(args, work: Path) -> int:
     real_rows = [("", "tok/s", "x llama-server", "TTFT", "x in-process")]
     for kind, title in (("inproc", "in-process"), ("v1", "/v1/chat/completions"),
                         ("native", "/api/v1/chat"), ("sdk", "SDK respond_stream"),
+                        ("sdk_wire", "SDK wire, minimal client"),
                         ("socket", "instance socket"),
                         ("llama_server", "llama-server /v1/chat/completions")):
         r = rw.get(kind)
@@ -1291,8 +1328,8 @@ def run(args, work: Path) -> int:
         "real_model": {"key": REAL_KEY, "tokens_match": rw["tokens_match"],
                        "sides": {kind: {**_figures(rw[kind]),
                                         "token_counts": rw[kind]["token_counts"]}
-                                 for kind in ("inproc", "v1", "native", "sdk", "socket",
-                                              "llama_server",
+                                 for kind in ("inproc", "v1", "native", "sdk", "sdk_wire",
+                                              "socket", "llama_server",
                                               "inproc_structured", "v1_structured")
                                  if kind in rw}}})
     return 0
