@@ -50,7 +50,8 @@ class Clients:
         except requests.Timeout:
             self.failures.append(f"{path}: no answer in {REQUEST_TIMEOUT} s")
             return
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            # (a body cut short is not a ConnectionError to requests)
             if abs(started - self.worker_killed_at) < REQUEST_TIMEOUT:
                 self.outcomes["cut by the killed HTTP worker"] += 1
             else:
@@ -74,7 +75,10 @@ class Clients:
     def loop(self, action):
         def run():
             while not self.stop.is_set():
-                action()
+                try:
+                    action()
+                except Exception as exc:  # noqa: BLE001 - a client must not die unseen
+                    self.failures.append(f"client thread: {exc!r}")
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         self.threads.append(thread)
