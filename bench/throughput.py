@@ -1210,8 +1210,8 @@ def run(args, work: Path) -> int:
     real = place_smollm2(real_dir)
     log(f"\n[5] the real model ({REAL_KEY}, Q4_1) on every wire, {REAL_TOKENS} tokens of a story "
         f"(chat template, seed {SEED}), {threads(args.threads)}: in-process, /v1/chat/completions, "
-        f"/api/v1/chat, the SDK (the official client, and a minimal one), llama-server; then a JSON schema in-process and through /v1; "
-        f"interleaved: 1 warm-up + {args.runs} runs each")
+        f"/api/v1/chat, the SDK (the official client, and a minimal one), llama-server; then a "
+        f"JSON schema in-process and through /v1; interleaved: 1 warm-up + {args.runs} runs each")
     rw = real_model_wires(real, real_dir, args, work, watch)
 
     # -- summary ----------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ A prediction's messages: ``promptProcessingProgress`` (0 to 1; 0 goes with the n
 not while the prompt is evaluated, and not at all for a prompt evaluated in one batch:
 `progress_held`), one ``fragment`` per text line of the job (fast lines merged into one by
 the instance: ``gather``), the ``toolCallGeneration*`` messages for each tool call (``act()``
-runs them), then ``success`` with the stats and the applied configs. A ``cancel`` from the client is passed
-to the instance, which stops before its next token; ``success`` then says ``userStopped``.
+runs them), then ``success`` with the stats and the applied configs. A ``cancel`` from the
+client is passed to the instance, which stops before its next token; ``success`` then says
+``userStopped``.
 """
 
 from __future__ import annotations

@@ -92,21 +92,15 @@ def run_job(engine, request: dict, channel: Channel, cancelled: threading.Event,
             if texts == 1 and "text" in line and first_written is not None:
                 first_written.wait(FIRST_WRITTEN_WAIT)
         gather = request.get("gather")
-        if handoff is None and _seconds(gather):
-            send = Gatherer(gather, send)
+        gatherer = Gatherer(gather, send) if handoff is None and _seconds(gather) else None
         try:
-            engine.generate(params, send, cancelled)
-        except Exception:
-            if isinstance(send, Gatherer):  # the text before the failure, as it would have gone
-                try:
-                    send.flush()
-                except OSError:
-                    pass
-            raise
-        else:
-            if isinstance(send, Gatherer):  # (a generation ends with ``done``, which flushes)
-                send.flush()
+            engine.generate(params, gatherer or send, cancelled)
         finally:
+            if gatherer is not None:  # what it holds goes before anything after (an error line)
+                try:
+                    gatherer.flush()
+                except OSError:
+                    pass  # the client is gone: the executor says nothing more to it either
             if handoff is not None:
                 handoff.close()
     elif kind == "embedding":

@@ -292,8 +292,10 @@ class Loader:
             steps = instance.progress_steps
             if not reused:
                 seen = 0
+            elif instance.state is State.LOADING:
+                seen = len(steps) - 1
             else:
-                seen = len(steps) - 1 if instance.state is State.LOADING else len(steps)
+                seen = len(steps)
         sent = -1.0
         while True:
             with self.registry.lock:
