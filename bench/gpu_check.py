@@ -13,9 +13,15 @@ is what to run where a GPU is lent. Three parts, each reported even when another
    leaves NVML's list and the GPU's used memory comes back.
 3. **Tokens/s on the GPU**: ``/v1/completions`` streamed through lmhost against in-process
    llama-cpp-python with every layer on the GPU, same model, prompt and sampling, interleaved
-   rounds (`throughput.py`'s sides; no ``llama-server``).
+   rounds (`throughput.py`'s sides), and against ``llama-server`` with every layer on the GPU
+   where ``--llama-server`` names a binary built with CUDA.
+4. **Partial offload through the CLI**: ``lmhost load --gpu 0.5``; the instance's row (the
+   estimate's GPU and RAM parts) next to NVML and its resident memory, a completion, then
+   ``lmhost unload``.
+5. **The official Python SDK in GPU mode**: ``load_new_instance`` with ``gpu: {ratio}``, the
+   load config it reads back, a completion, the instance's memory, ``unload()``.
 
-    python bench/gpu_check.py [--rounds N] [--tokens N] [--json PATH] [--keep]
+    python bench/gpu_check.py [--rounds N] [--tokens N] [--llama-server PATH] [--json PATH] [--keep]
 
 Exit status 0 when every part ran, 2 when one failed (its reason printed).
 """
@@ -35,11 +41,16 @@ if str(BENCH) not in sys.path:
 
 from common import (BenchError, add_json_option, get, log, p50, run_in_work_dir,  # noqa: E402
                     write_json)
-from throughput import (MODEL_KEY, MODEL_RELPATH, InProc, Server, settle,  # noqa: E402
-                        stream_completion, summary)
+from llama_server import LlamaServer  # noqa: E402
+from throughput import (IGNORE_EOS, MODEL_KEY, MODEL_RELPATH, N_CTX, InProc, Server,  # noqa: E402
+                        settle, stream_completion, summary)
 
 MiB = 1 << 20
 IDENTIFIER = "gpu-check"
+PARTIAL_ID, PARTIAL_RATIO = "gpu-half", 0.5     # [4], through the CLI
+SDK_ID, SDK_RATIO = "gpu-sdk", 0.25             # [5], through the official Python client
+ALL_LAYERS = 999                                # llama-server's -ngl for every layer
+CLI_TIMEOUT_S = 120.0
 SMI_TIMEOUT_S = 20.0
 RELEASE_DEADLINE_S = 15.0
 
@@ -102,15 +113,36 @@ def resources(server: Server) -> dict:
     return json.loads(body)
 
 
-def instance_row(report: dict) -> dict:
-    """The checked instance's row in a ``GET /api/v1/resources`` answer."""
-    return next(i for i in report["instances"] if i["id"] == IDENTIFIER)
+def instance_row(report: dict, identifier: str = IDENTIFIER) -> dict:
+    """An instance's row in a ``GET /api/v1/resources`` answer."""
+    return next(i for i in report["instances"] if i["id"] == identifier)
 
 
 def gpu_error(row: dict) -> float | None:
     """(estimate - measured) / measured on the GPU; None when NVML measured nothing."""
     used = row["measured"]["gpu_bytes"]
     return (row["estimate"]["gpu_bytes"] - used) / used if used else None
+
+
+def memory_line(row: dict) -> str:
+    """An instance row's estimate next to what was measured, on the GPU and in RAM."""
+    estimate, measured = row["estimate"], row["measured"]
+    error = gpu_error(row)
+    ram_error = (estimate["ram_bytes"] - measured["ram_bytes"]) / measured["ram_bytes"]
+    return (f"GPU estimate {mib(estimate['gpu_bytes'])}, measured (NVML) "
+            f"{mib(measured['gpu_bytes'])}: "
+            + (f"{error:+.1%}" if error is not None else "NOTHING measured")
+            + f"; RAM estimate {mib(estimate['ram_bytes'])}, measured {mib(measured['ram_bytes'])}"
+            f" (peak {mib(measured['ram_peak_bytes'])}): {ram_error:+.1%}")
+
+
+def one_completion(port: int, identifier: str, what: str) -> dict:
+    """A short streamed ``/v1/completions`` from `identifier`: it must bring tokens."""
+    args = argparse.Namespace(tokens=32, prompt="Once upon a time")
+    result = stream_completion(port, identifier, args, what)
+    if not result["tokens"]:
+        raise BenchError(f"{what}: no tokens")
+    return result
 
 
 def check_service(server: Server, figures: dict) -> None:
@@ -180,29 +212,114 @@ def check_unload(server: Server, figures: dict) -> None:
 
 
 def check_throughput(server: Server, model: Path, args, work: Path, figures: dict) -> None:
-    log(f"\n[3] tokens/s on the GPU, {args.rounds} interleaved rounds of {args.tokens} tokens")
+    peer_note = ", llama-server" if args.llama_server else " (no --llama-server)"
+    log(f"\n[3] tokens/s on the GPU, {args.rounds} interleaved rounds of {args.tokens} tokens: "
+        f"in-process, lmhost /v1{peer_note}")
     inproc = InProc(model, args.threads, args, work, "inproc-gpu", n_gpu_layers=-1)
     sides = {"inproc": [], "v1": []}
+    peer = None
     try:
+        if args.llama_server:
+            peer = LlamaServer(args.llama_server, model, args.threads, N_CTX, args.extra_bufts,
+                               work / "llama-server.log", gpu_layers=ALL_LAYERS)
+            log(f"    llama-server {peer.flags()}: healthy after {peer.start():.2f} s")
+            sides["peer"] = []
+            stream_completion(peer.port, MODEL_KEY, args, "warm-up llama-server", IGNORE_EOS)
         inproc.completion("warm-up in-process")
         stream_completion(server.port, IDENTIFIER, args, "warm-up /v1")
         for i in range(1, args.rounds + 1):
             sides["inproc"].append(inproc.completion(f"round {i} in-process"))
             sides["v1"].append(stream_completion(server.port, IDENTIFIER, args, f"round {i} /v1"))
-            log(f"    round {i}: in-process {sides['inproc'][-1]['decode_tps']:.1f} tok/s, "
-                f"lmhost /v1 {sides['v1'][-1]['decode_tps']:.1f} tok/s")
+            if peer is not None:
+                sides["peer"].append(stream_completion(peer.port, MODEL_KEY, args,
+                                                       f"round {i} llama-server", IGNORE_EOS))
+            log(f"    round {i}: " + ", ".join(f"{name} {runs[-1]['decode_tps']:.1f} tok/s"
+                                               for name, runs in sides.items()))
     finally:
         inproc.close()
+        if peer is not None:
+            peer.stop()
     result = {k: {key: v for key, v in summary(runs).items() if key != "texts"}
               for k, runs in sides.items()}
-    ratios = [b["decode_tps"] / a["decode_tps"] for a, b in zip(sides["inproc"], sides["v1"])]
-    ttft_added = [b["ttft"] - a["ttft"] for a, b in zip(sides["inproc"], sides["v1"])]
-    log(f"    p50: in-process {result['inproc']['decode_tps']:.1f} tok/s, lmhost /v1 "
-        f"{result['v1']['decode_tps']:.1f} tok/s: x{p50(ratios):.3f} (round by round); "
-        f"first token {result['inproc']['ttft'] * 1000:.1f} vs {result['v1']['ttft'] * 1000:.1f} ms "
-        f"(added p50 {p50(ttft_added) * 1000:+.1f} ms)")
-    figures["throughput"] = {**result, "ratio_p50": p50(ratios),
-                             "ttft_added_p50": p50(ttft_added)}
+    figures["throughput"] = result
+    for name, baseline in (("inproc", "in-process"), ("peer", "llama-server")):
+        if name not in sides:
+            continue
+        ratios = [b["decode_tps"] / a["decode_tps"] for a, b in zip(sides[name], sides["v1"])]
+        ttft_added = [b["ttft"] - a["ttft"] for a, b in zip(sides[name], sides["v1"])]
+        log(f"    p50: {baseline} {result[name]['decode_tps']:.1f} tok/s, lmhost /v1 "
+            f"{result['v1']['decode_tps']:.1f} tok/s: x{p50(ratios):.3f} (round by round); "
+            f"first token {result[name]['ttft'] * 1000:.1f} vs {result['v1']['ttft'] * 1000:.1f} "
+            f"ms (added p50 {p50(ttft_added) * 1000:+.1f} ms)")
+        figures["throughput"][f"vs_{name}"] = {"ratio_p50": p50(ratios),
+                                               "ttft_added_p50": p50(ttft_added)}
+
+
+def cli(server: Server, *argv: str) -> str:
+    """``lmhost ARGV --url ...`` as a user runs it; its stdout. A non-zero exit is a failure."""
+    command = [sys.executable, "-c", "import sys; from lmhost.cli import main; sys.exit(main())",
+               *argv, "--url", f"http://127.0.0.1:{server.port}"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"lmhost {' '.join(argv)}: no answer in {CLI_TIMEOUT_S:.0f} s") from None
+    if done.returncode != 0:
+        raise BenchError(f"lmhost {' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def check_partial_cli(server: Server, figures: dict) -> None:
+    log(f"\n[4] partial offload through the CLI: lmhost load --gpu {PARTIAL_RATIO}")
+    answer = json.loads(cli(server, "load", MODEL_KEY, "--identifier", PARTIAL_ID,
+                            "--gpu", str(PARTIAL_RATIO), "--context-length", str(N_CTX), "--json"))
+    log(f"    lmhost load --json: instance {answer.get('instance_id')!r}, "
+        f"{answer.get('load_time_seconds', 0):.2f} s")
+    settle(server, 1)
+    one_completion(server.port, PARTIAL_ID, "a completion from the partly offloaded instance")
+    row = instance_row(resources(server), PARTIAL_ID)
+    log(f"    after a completion: {memory_line(row)}")
+    on_gpu = row["estimate"]["on_gpu"]
+    log(f"    the estimate's GPU part: weights {mib(on_gpu['weights_bytes'])}, KV "
+        f"{mib(on_gpu['kv_cache_bytes'])}, compute {mib(on_gpu['compute_bytes'])}, overhead "
+        f"{mib(on_gpu['overhead_bytes'])}")
+    ps = cli(server, "ps")
+    log("    lmhost ps:\n" + "\n".join("      " + line for line in ps.splitlines()))
+    cli(server, "unload", PARTIAL_ID)
+    left = [i["id"] for i in resources(server)["instances"]]
+    log(f"    lmhost unload {PARTIAL_ID}: instances left {left}")
+    figures["partial_cli"] = {"estimate": row["estimate"], "measured": row["measured"],
+                              "gpu_error": gpu_error(row)}
+    if gpu_error(row) is None:
+        raise BenchError("the partly offloaded instance holds no GPU memory by NVML")
+    if PARTIAL_ID in left:
+        raise BenchError(f"{PARTIAL_ID} is still loaded after lmhost unload")
+
+
+def check_sdk(server: Server, figures: dict) -> None:
+    log(f"\n[5] the official Python SDK in GPU mode: load_new_instance with gpu ratio {SDK_RATIO}")
+    import lmstudio
+    with lmstudio.Client(f"127.0.0.1:{server.port}") as client:
+        llm = client.llm.load_new_instance(MODEL_KEY, SDK_ID, config={
+            "gpu": {"ratio": SDK_RATIO}, "contextLength": N_CTX})
+        config = llm.get_load_config()
+        log(f"    get_load_config(): gpu {config.gpu}, context length {config.context_length}")
+        result = llm.complete("Once upon a time", config={"maxTokens": 32})
+        log(f"    complete(): {result.stats.predicted_tokens_count} tokens, "
+            f"{result.stats.tokens_per_second:.1f} tok/s, stop {result.stats.stop_reason!r}")
+        row = instance_row(resources(server), SDK_ID)
+        log(f"    {memory_line(row)}")
+        llm.unload()
+        left = [m.identifier for m in client.llm.list_loaded()]
+        log(f"    unload(): loaded now {left}")
+    figures["sdk"] = {"gpu": str(config.gpu), "tokens": result.stats.predicted_tokens_count,
+                      "estimate": row["estimate"], "measured": row["measured"],
+                      "gpu_error": gpu_error(row)}
+    if not result.stats.predicted_tokens_count:
+        raise BenchError("the SDK's completion brought no tokens")
+    if gpu_error(row) is None:
+        raise BenchError("the SDK-loaded instance holds no GPU memory by NVML")
+    if SDK_ID in left:
+        raise BenchError(f"{SDK_ID} is still loaded after unload()")
 
 
 def run(args, work: Path) -> int:
@@ -226,10 +343,12 @@ def run(args, work: Path) -> int:
     try:
         for part, check in (("[2]", lambda: check_service(server, figures)),
                             ("[3]", lambda: check_throughput(server, model, args, work, figures)),
-                            ("[2] unload", lambda: check_unload(server, figures))):
+                            ("[2] unload", lambda: check_unload(server, figures)),
+                            ("[4]", lambda: check_partial_cli(server, figures)),
+                            ("[5]", lambda: check_sdk(server, figures))):
             try:
                 check()
-            except (BenchError, StopIteration, KeyError) as exc:
+            except Exception as exc:  # noqa: BLE001 - each part reported, the others still run
                 failed.append(f"{part} {type(exc).__name__}: {exc}")
                 log(f"    FAILED: {exc}\n    the server's log:\n{server.log_tail(30)}")
     finally:
@@ -246,6 +365,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per side (default 5)")
     parser.add_argument("--tokens", type=int, default=256, help="tokens per completion (default 256)")
     parser.add_argument("--prompt", default="Once upon a time")
+    parser.add_argument("--llama-server", type=Path, dest="llama_server",
+                        help="a llama-server built with CUDA, run against lmhost in [3]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     add_json_option(parser)
     args = parser.parse_args(argv)

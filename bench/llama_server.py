@@ -72,14 +72,17 @@ class LlamaServer:
     """``llama-server`` serving `model` as lmhost's instances load it: `n_ctx`, `threads` for
     generation and batches, flash attention off (lmhost's default), one slot, and
     ``--no-repack`` exactly when the engine probe turned llama.cpp's extra buffer types off
-    (`extra_bufts`). Its own session; its output goes to `log_path`."""
+    (`extra_bufts`). `gpu_layers` (a build with CUDA): that many layers on the GPU, as ``-ngl``.
+    Its own session; its output goes to `log_path`."""
 
     def __init__(self, binary: Path, model: Path, threads: int, n_ctx: int, extra_bufts: bool,
-                 log_path: Path):
+                 log_path: Path, gpu_layers: int | None = None):
         self.command = [str(binary), "-m", str(model), "-c", str(n_ctx), "-t", str(threads),
                         "-tb", str(threads), "-np", "1", "-fa", "off", "--no-webui"]
         if not extra_bufts:
             self.command.append("--no-repack")
+        if gpu_layers is not None:
+            self.command += ["-ngl", str(gpu_layers)]
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.port = 0

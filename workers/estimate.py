@@ -15,7 +15,9 @@ The parts, each split between RAM and the GPUs:
   phase: attention (``n_ubatch × n_ctx`` scores per head, plus the F16 copy of them that the
   matmul makes, on a CPU and on a GPU alike), the feed-forward block, or the logits. On a GPU
   the whole reserved buffer is allocated; on a CPU only what a phase touches becomes
-  resident, and the logits phase writes a single row unless ``logits_all``.
+  resident, and the logits phase writes a single row unless ``logits_all``. With part of the
+  layers on a GPU, llama.cpp runs a batch of 32 tokens or more on the GPU, the layers left in
+  RAM included (op offload), so RAM only ever holds the scratch of a batch under 32 tokens.
 - **overhead**: the instance process (Python with llama_cpp imported, llama.cpp's context,
   the tokenizer's tables) in RAM; on a GPU host also the CUDA runtime's host memory (RAM)
   and, on each GPU, a CUDA context with the kernels and cuBLAS that the first decode loads.
@@ -43,6 +45,9 @@ MERGE_BYTES = 175                 # per BPE merge
 CUDA_CONTEXT_BYTES = 690 * MiB    # per process and GPU
 CUDA_HOST_BYTES = 450 * MiB       # per process on a GPU host, in RAM
 UBATCH = 512                      # llama-cpp-python's n_ubatch (capped by n_batch)
+# llama.cpp's CUDA backend takes the ops of a batch this large or larger, weights in RAM or not
+# (op offload; GGML_OP_OFFLOAD_MIN_BATCH): with partial offload the CPU computes smaller ones.
+OP_OFFLOAD_BATCH = 32
 F32, F16 = 4, 2
 PARTS = ("weights", "kv_cache", "compute", "overhead")
 
@@ -142,16 +147,25 @@ def _compute(facts: FileFacts, kw: dict, encoder: bool, n_ctx: int, n_ubatch: in
     experts = (kw.get("kv_overrides") or {}).get(f"{facts.architecture}.expert_used_count")
     n_ff = (facts.feed_forward_length or 4 * n_embd) * (experts or facts.expert_used_count or 1)
     flash = bool(kw.get("flash_attn"))
-    attention = 0 if flash else F32 * n_ubatch * (n_kv * (n_head + 1) + 6 * n_embd)
-    scores_f16 = 0 if flash else F16 * n_ubatch * n_kv * n_head  # the CPU matmul's F16 copy
-    ffn = F32 * n_ubatch * (2 * n_ff + 8 * n_embd) + F16 * n_ubatch * n_kv
-    logits = 0 if encoder else F32 * n_ubatch * (vocab + 2 * n_embd) + F16 * n_ubatch * n_kv
-    cpu = max(attention + scores_f16, ffn)
-    if kw.get("logits_all"):  # every row written, and llama-cpp-python keeps them all
-        cpu = max(cpu, logits) + F32 * n_ctx * vocab
+
+    def phases(n_tokens: int) -> tuple[int, int, int]:
+        """(attention with the F16 copy of its scores, feed-forward, logits) for a batch."""
+        attention = 0 if flash else (F32 * n_tokens * (n_kv * (n_head + 1) + 6 * n_embd)
+                                     + F16 * n_tokens * n_kv * n_head)
+        ffn = F32 * n_tokens * (2 * n_ff + 8 * n_embd) + F16 * n_tokens * n_kv
+        logits = 0 if encoder else F32 * n_tokens * (vocab + 2 * n_embd) + F16 * n_tokens * n_kv
+        return attention, ffn, logits
+
+    def cpu(n_tokens: int) -> int:
+        attention, ffn, logits = phases(n_tokens)
+        if kw.get("logits_all"):  # every row written, and llama-cpp-python keeps them all
+            return max(attention, ffn, logits) + F32 * n_ctx * vocab
+        return max(attention, ffn)
+
     if not on_gpu:
-        return cpu, 0
-    gpu = max(attention + scores_f16, ffn, logits if output_on_gpu else 0)
-    # every layer on the GPU: RAM keeps only the input embeddings' small scratch
-    ram = F32 * n_ubatch * n_embd * 2 if on_gpu >= n_layer else cpu
-    return ram, gpu
+        return cpu(n_ubatch), 0
+    attention, ffn, logits = phases(n_ubatch)
+    gpu = max(attention, ffn, logits if output_on_gpu else 0)
+    if on_gpu >= n_layer:  # every layer on the GPU: RAM keeps the input embeddings' scratch
+        return F32 * n_ubatch * n_embd * 2, gpu
+    return cpu(min(n_ubatch, OP_OFFLOAD_BATCH - 1)), gpu

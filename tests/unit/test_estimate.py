@@ -91,6 +91,18 @@ def test_partial_offload_places_the_last_layers(n_gpu_layers, layers_on_gpu, out
     assert e.gpu["overhead"] == CUDA_CONTEXT_BYTES  # a CUDA process either way
 
 
+def test_partial_offload_keeps_only_a_small_batchs_scratch_in_ram():
+    # llama.cpp runs a batch of 32 tokens or more on the GPU, the layers left in RAM included
+    # (op offload), so RAM holds the scratch of a 31-token batch at most. (On an H200, counting
+    # the whole micro-batch put the RAM estimate 17-23 % over the peak RSS.)
+    attention = 4 * 512 * (1024 * 9 + 6 * 256) + 2 * 512 * 1024 * 8
+    e = estimate_load(FACTS, kwargs(n_gpu_layers=2), gpus=1)
+    assert e.ram["compute"] == 4 * 31 * (1024 * 9 + 6 * 256) + 2 * 31 * 1024 * 8
+    assert e.gpu["compute"] == attention
+    # without a GPU, the CPU computes the whole micro-batch itself
+    assert estimate_load(FACTS, kwargs(n_gpu_layers=2)).ram["compute"] == attention
+
+
 def test_kv_cache_stays_in_ram_without_offload_kqv():
     e = estimate_load(FACTS, kwargs(offload_kqv=False), gpus=1)
     assert e.gpu["kv_cache"] == 0 and e.ram["kv_cache"] == 1024 * 4 * KV_PER_LAYER_AND_CELL
