@@ -30,6 +30,7 @@ def create_app(config: Settings | Mapping | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=settings.max_body,  # a larger body: 413 payload_too_large
     )
     app.json.sort_keys = False  # keep seed 004's field order
     eng = app.extensions["lmhost"] = Engine.build(settings)

@@ -15,7 +15,7 @@ import uuid
 
 from flask import has_request_context, jsonify, request
 from marshmallow import Schema, fields
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import WebsocketMismatch
 
 from workers.errors import ErrorBodySchema, LmhostError
@@ -101,6 +101,9 @@ def handle_http_exception(error: HTTPException):
         return error_response("invalid_request", "this path is a websocket endpoint of LM "
                               "Studio's SDK protocol: connect with a websocket upgrade",
                               status=400)
+    if isinstance(error, RequestEntityTooLarge) and has_request_context():
+        return error_response("payload_too_large", "the request body is over this server's "
+                              f"limit of {request.max_content_length} bytes (LMHOST_MAX_BODY)")
     headers = dict(data.get("headers") or {})
     if getattr(error, "valid_methods", None):  # 405 says what is allowed
         headers["Allow"] = ", ".join(error.valid_methods)

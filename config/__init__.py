@@ -35,6 +35,7 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | forwarded_proxies | LMHOST_FORWARDED_PROXIES | 0         | proxies in front whose X-Forwarded-* to honour |
 | log_format   | LMHOST_LOG_FORMAT   | text               | text or json (one object a line)         |
 | graceful_timeout | LMHOST_GRACEFUL_TIMEOUT | 60         | seconds a stopping or reloading HTTP worker lets requests in flight finish |
+| max_body     | LMHOST_MAX_BODY     | 16M                | largest HTTP request body (413 beyond) and SDK websocket message (the socket closes); 64K to 1G |
 | url          | LMHOST_URL          | http://127.0.0.1:1234 | client side: the server the CLI talks to; `serve` ignores it |
 | api_token    | LMHOST_API_TOKEN    | (none)             | client side: the token the CLI sends     |
 | memory_limit | LMHOST_MEMORY_LIMIT | 0 (none)           | bytes (or 512M, 8G, ...) lmhost's instances may use: VRAM on a GPU host, RAM without one |
@@ -111,6 +112,7 @@ class Settings:
     forwarded_proxies: int = 0
     log_format: str = "text"
     graceful_timeout: int = 60
+    max_body: int = 16 << 20  # bytes; nginx.conf's client_max_body_size is the same
     api_token: str = field(default="", repr=False)  # client side (the CLI)
 
     @property
@@ -206,6 +208,15 @@ def _byte_size(raw) -> int:
     return int(value * _SIZE_UNITS[unit])
 
 
+def _body_size(raw) -> int:
+    """A body limit: `_byte_size`, from 64 KiB (a chat of a few pages) to 1 GiB (each body is
+    held in an HTTP worker's memory)."""
+    value = _byte_size(raw)
+    if not 1 << 16 <= value <= 1 << 30:
+        raise ValueError(f"must be from 64K to 1G, got {raw!r}")
+    return value
+
+
 def _optional_file(raw) -> Path | None:
     if raw is None or not str(raw).strip():
         return None
@@ -291,6 +302,7 @@ _PARSERS = {
     "forwarded_proxies": _int_in(0, 16),
     "log_format": _one_of(*LOG_FORMATS),
     "graceful_timeout": _int_in(1, 24 * 3600),
+    "max_body": _body_size,
     "api_token": _client_token,
 }
 

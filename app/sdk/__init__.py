@@ -35,7 +35,6 @@ def init_app(app: Flask, api) -> None:
     from app.extensions import engine_of
     from app.sdk import routes
     from app.sdk.models import ModelHandlers
-    from app.sdk.framing import MAX_FRAME_BYTES
     from app.sdk.prediction import PredictionHandlers
     from app.sdk.system import SystemHandlers
 
@@ -52,7 +51,7 @@ def init_app(app: Flask, api) -> None:
         namespaces=namespaces)
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": 25,  # notice dead clients: their sockets hold threads
-        "max_message_size": MAX_FRAME_BYTES,
+        "max_message_size": eng.settings.max_body,  # a larger message closes the socket
         "thread_class": _daemon_thread,
     }
     api.register_blueprint(routes.blp)

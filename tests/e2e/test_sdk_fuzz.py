@@ -23,6 +23,7 @@ from tests.helpers import wait_for
 
 AUTH = {"authVersion": 1, "clientIdentifier": "fuzz", "clientPasskey": "fuzz"}
 PING_INTERVAL = 25  # app/sdk/__init__.py: SOCK_SERVER_OPTIONS
+MAX_BODY = 1 << 20  # LMHOST_MAX_BODY of these servers (16M by default)
 ANSWERS = {"communicationWarning", "rpcError", "channelError", "rpcResult", "keepAliveAck",
            "channelSend", "channelClose", "signalError"}
 
@@ -31,7 +32,8 @@ ANSWERS = {"communicationWarning", "rpcError", "channelError", "rpcResult", "kee
 def server(short_tmp, serve):
     synthetic.write_demo_models(short_tmp / "models")
     return serve(short_tmp / "models", "--workers", "1",
-                 env=clean_env(LMHOST_INSTANCE_THREADS="1", LMHOST_UNLOAD_TIMEOUT="5"))
+                 env=clean_env(LMHOST_INSTANCE_THREADS="1", LMHOST_UNLOAD_TIMEOUT="5",
+                               LMHOST_MAX_BODY=str(MAX_BODY)))
 
 
 def connect(server, namespace="llm") -> WsClient:
@@ -172,13 +174,39 @@ def test_a_huge_frame_closes_that_socket_only(server):
     healthy = connect(server)
     ws = connect(server)
     try:
-        got = answer(ws, json.dumps({"type": "keepAlive", "pad": "x" * (17 << 20)}), timeout=30)
+        # just under LMHOST_MAX_BODY: answered
+        near = answer(ws, json.dumps({"type": "keepAlive", "pad": "x" * (MAX_BODY - 100)}))
+        assert near == {"type": "keepAliveAck"}
+        got = answer(ws, json.dumps({"type": "keepAlive", "pad": "x" * MAX_BODY}), timeout=30)
         assert got is None  # closed: "message too big"
     finally:
         close(ws)
     assert alive(healthy)
     assert server.get("/api/v1/models").status_code == 200
     close(healthy)
+
+
+def test_an_http_body_over_the_limit_gets_413_in_the_contracts_shape(server):
+    over = json.dumps({"model": "tiny-llama", "messages": [
+        {"role": "user", "content": "x" * MAX_BODY}]}).encode()
+    sized = requests.post(server.url + "/v1/chat/completions", data=over, timeout=30,
+                          headers={"Content-Type": "application/json"})
+    # without a Content-Length (chunked), the limit holds as the body is read
+    chunked = requests.post(server.url + "/v1/chat/completions", timeout=30,
+                            data=(over[i:i + 65536] for i in range(0, len(over), 65536)),
+                            headers={"Content-Type": "application/json"})
+    for refused in (sized, chunked):
+        assert refused.status_code == 413
+        assert refused.json()["error"] == {
+            "type": "payload_too_large", "code": None, "param": None,
+            "message": f"the request body is over this server's limit of {MAX_BODY} bytes "
+                       "(LMHOST_MAX_BODY)"}
+    # just under the limit the body is read: a load request with a bad field is a 400
+    under = requests.post(server.url + "/api/v1/models/load", timeout=30, json={
+        "model": "tiny-llama", "pad": "x" * (MAX_BODY - 100)})
+    assert under.status_code == 400 and under.json()["error"]["type"] != "payload_too_large"
+    assert server.get("/api/v1/models").status_code == 200
+    assert instances(server) == []  # nothing was loaded by any of them
 
 
 def test_reused_and_out_of_order_ids(server):

@@ -116,6 +116,20 @@ def test_memory_settings_defaults_and_round_trip():
     assert load_settings(env=to_env(s)) == s
 
 
+@pytest.mark.parametrize("raw, expected", [
+    (None, 16 << 20), ("64K", 64 << 10), ("1M", 1 << 20), ("100MiB", 100 << 20), ("1G", 1 << 30),
+])
+def test_max_body_takes_a_size_from_64k_to_1g(raw, expected):
+    env = {} if raw is None else {"LMHOST_MAX_BODY": raw}
+    assert load_settings(env=env).max_body == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "1K", "65535", "2G", "big", ""])
+def test_max_body_refuses_a_size_out_of_range(raw):
+    with pytest.raises(ConfigError, match="^LMHOST_MAX_BODY:"):
+        load_settings(env={"LMHOST_MAX_BODY": raw})
+
+
 def test_every_setting_is_documented_in_config_and_readme():
     import dataclasses
     import config
