@@ -15,7 +15,7 @@ import flask_smorest
 from apispec.ext import marshmallow as apispec_marshmallow
 from webargs import core
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import errors, sse
 from app.auth import AuthDocs
@@ -35,10 +35,12 @@ class Parser(FlaskParser):
 
     def _raw_load_json(self, req):
         data = req.get_data(cache=True)
-        if req.content_length is None and len(data) >= (req.max_content_length or len(data) + 1):
-            # A chunked body is cut at the limit without a word (werkzeug's LimitedStream);
-            # reading on past it raises RequestEntityTooLarge: 413, not a 400 for cut JSON.
-            req.stream.read(1)
+        limit = req.max_content_length
+        if req.content_length is None and limit and len(data) >= limit and req.input_stream.read(1):
+            # werkzeug's LimitedStream cuts a chunked body at the limit without a word; a byte
+            # left in the server's own stream (which ends where the body does) means it was
+            # over: 413, not a 400 for cut JSON
+            raise RequestEntityTooLarge()
         if not data.strip():
             return core.missing
         return loads_lenient(data)

@@ -364,7 +364,7 @@ def add_json_option(parser) -> None:
 
 def machine() -> dict:
     """The host the figures were measured on: CPU model, cores, llama-cpp-python's version
-    (from its metadata: nothing imported), Python, and when."""
+    (from its metadata; `llama_cpp` is imported only where there is none), Python, and when."""
     import datetime
     import platform
 

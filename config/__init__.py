@@ -35,7 +35,7 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | forwarded_proxies | LMHOST_FORWARDED_PROXIES | 0         | proxies in front whose X-Forwarded-* to honour |
 | log_format   | LMHOST_LOG_FORMAT   | text               | text or json (one object a line)         |
 | graceful_timeout | LMHOST_GRACEFUL_TIMEOUT | 60         | seconds a stopping or reloading HTTP worker lets requests in flight finish |
-| max_body     | LMHOST_MAX_BODY     | 16M                | largest HTTP request body (413 beyond) and SDK websocket message (the socket closes); 64K to 1G |
+| max_body     | LMHOST_MAX_BODY     | 16M                | largest HTTP request body in bytes (413 beyond) and SDK websocket message in characters (the socket closes); 64K to 1G |
 | url          | LMHOST_URL          | http://127.0.0.1:1234 | client side: the server the CLI talks to; `serve` ignores it |
 | api_token    | LMHOST_API_TOKEN    | (none)             | client side: the token the CLI sends     |
 | memory_limit | LMHOST_MEMORY_LIMIT | 0 (none)           | bytes (or 512M, 8G, ...) lmhost's instances may use: VRAM on a GPU host, RAM without one |

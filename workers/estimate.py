@@ -16,8 +16,9 @@ The parts, each split between RAM and the GPUs:
   matmul makes, on a CPU and on a GPU alike), the feed-forward block, or the logits. On a GPU
   the whole reserved buffer is allocated; on a CPU only what a phase touches becomes
   resident, and the logits phase writes a single row unless ``logits_all``. With part of the
-  layers on a GPU, llama.cpp runs a batch of 32 tokens or more on the GPU, the layers left in
-  RAM included (op offload), so RAM only ever holds the scratch of a batch under 32 tokens.
+  layers on a GPU (none counts: a GPU host), llama.cpp runs a batch of 32 tokens or more on
+  the GPU, the layers left in RAM included (op offload), so RAM only ever holds the scratch of
+  a batch under 32 tokens and the GPU a whole micro-batch's.
 - **overhead**: the instance process (Python with llama_cpp imported, llama.cpp's context,
   the tokenizer's tables) in RAM; on a GPU host also the CUDA runtime's host memory (RAM)
   and, on each GPU, a CUDA context with the kernels and cuBLAS that the first decode loads.
@@ -128,7 +129,7 @@ def estimate_load(facts: FileFacts, llama_kwargs: dict, gpus: int = 0) -> Estima
     kv_ram = int(per_layer_kv * (n_layer - kv_layers_gpu))
 
     compute_ram, compute_gpu = _compute(facts, kw, encoder, n_ctx, n_ubatch, n_embd, n_head,
-                                        vocab, on_gpu, output_on_gpu, n_layer)
+                                        vocab, gpus, on_gpu, output_on_gpu, n_layer)
     overhead_ram = (PROCESS_BYTES + CONTEXT_BYTES + TOKEN_BYTES * vocab + MERGE_BYTES * facts.merges
                     + (CUDA_HOST_BYTES if gpus else 0))
     overhead_gpu = CUDA_CONTEXT_BYTES * gpus
@@ -140,7 +141,7 @@ def estimate_load(facts: FileFacts, llama_kwargs: dict, gpus: int = 0) -> Estima
 
 
 def _compute(facts: FileFacts, kw: dict, encoder: bool, n_ctx: int, n_ubatch: int, n_embd: int,
-             n_head: int, vocab: int, on_gpu: int, output_on_gpu: bool,
+             n_head: int, vocab: int, gpus: int, on_gpu: int, output_on_gpu: bool,
              n_layer: int) -> tuple[int, int]:
     """(RAM, GPU) bytes of llama.cpp's compute buffers for one micro-batch."""
     n_kv = n_ubatch if encoder else n_ctx  # the cells a token attends to
@@ -162,8 +163,10 @@ def _compute(facts: FileFacts, kw: dict, encoder: bool, n_ctx: int, n_ubatch: in
             return max(attention, ffn, logits) + F32 * n_ctx * vocab
         return max(attention, ffn)
 
-    if not on_gpu:
+    if not gpus:
         return cpu(n_ubatch), 0
+    # On a GPU host even no layer on the GPU is "partial": op offload still runs large batches
+    # there (llama.cpp's source; not measured with 0 layers)
     attention, ffn, logits = phases(n_ubatch)
     gpu = max(attention, ffn, logits if output_on_gpu else 0)
     if on_gpu >= n_layer:  # every layer on the GPU: RAM keeps the input embeddings' scratch

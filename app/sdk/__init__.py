@@ -51,7 +51,7 @@ def init_app(app: Flask, api) -> None:
         namespaces=namespaces)
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": 25,  # notice dead clients: their sockets hold threads
-        "max_message_size": eng.settings.max_body,  # a larger message closes the socket
+        "max_message_size": eng.settings.max_body,  # characters: more close the socket
         "thread_class": _daemon_thread,
     }
     api.register_blueprint(routes.blp)

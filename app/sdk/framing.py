@@ -60,7 +60,8 @@ class SdkError(Exception):
 
 def parse_frame(text: str | bytes) -> dict:
     """The client frame in `text`, checked for the fields its type needs. (Its size is bounded
-    before it gets here: the socket closes on a message over ``LMHOST_MAX_BODY``.)"""
+    before it gets here: the socket closes on a message of more than ``LMHOST_MAX_BODY``
+    characters.)"""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")

@@ -99,6 +99,9 @@ def test_partial_offload_keeps_only_a_small_batchs_scratch_in_ram():
     e = estimate_load(FACTS, kwargs(n_gpu_layers=2), gpus=1)
     assert e.ram["compute"] == 4 * 31 * (1024 * 9 + 6 * 256) + 2 * 31 * 1024 * 8
     assert e.gpu["compute"] == attention
+    # no layer on the GPU of a GPU host ("off"): op offload still runs large batches there
+    off = estimate_load(FACTS, kwargs(n_gpu_layers=0), gpus=1)
+    assert (off.ram["compute"], off.gpu["compute"]) == (e.ram["compute"], attention)
     # without a GPU, the CPU computes the whole micro-batch itself
     assert estimate_load(FACTS, kwargs(n_gpu_layers=2)).ram["compute"] == attention
 
