@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -54,6 +55,13 @@ def p50(values: list[float]) -> float:
     return ordered[max(1, math.ceil(len(ordered) / 2)) - 1]
 
 
+def middle_half(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles (nearest rank), as `p50` takes the median."""
+    ordered = sorted(values)
+    return (ordered[max(1, math.ceil(len(ordered) / 4)) - 1],
+            ordered[max(1, math.ceil(3 * len(ordered) / 4)) - 1])
+
+
 def down(value: float, digits: int) -> float:
     return math.floor(value * 10 ** digits) / 10 ** digits
 
@@ -72,24 +80,31 @@ class Table:
         self.rows.append((f"**{title}**", "", "", "", "", ""))
 
     def at_least(self, figure: str, value: float, base: float, base_label: str, unit: str,
-                 target: float | None, ratio: float | None = None) -> None:
+                 target: float | None, ratio: "Rounds | None" = None) -> None:
         """`value` / `base` (higher is better) must reach `target` (None: shown, no target).
-        `ratio`: the ratio to show and judge, when not `value` / `base` (round by round)."""
-        ratio = value / base if ratio is None else ratio
-        met = "" if target is None else ("yes" if ratio >= target else "**no**")
+        `ratio`: the ratio to show and judge, with the middle half of its rounds, when taken
+        round by round rather than as `value` / `base`."""
+        shown = value / base if ratio is None else ratio.p50
+        met = "" if target is None else ("yes" if shown >= target else "**no**")
+        spread = "" if ratio is None else (f" ({down(ratio.q1, 2):.2f}–"
+                                           f"{down(ratio.q3, 2):.2f})")
         self.rows.append((figure, f"{down(value, 1):.1f} {unit}",
-                          f"{up(base, 1):.1f} {unit} ({base_label})", f"{down(ratio, 3):.3f}×",
+                          f"{up(base, 1):.1f} {unit} ({base_label})",
+                          f"{down(shown, 3):.3f}×{spread}",
                           "" if target is None else f"≥ {target:.2f}×", met))
 
     def at_most_added(self, figure: str, value: float, base: float, base_label: str,
                       target: float | None, strict: bool = False,
-                      added: float | None = None) -> None:
+                      added: "Rounds | None" = None) -> None:
         """`value` - `base` (seconds, lower is better) must stay under `target` (`strict`:
-        below it). `added`: the difference to show and judge, when not `value` - `base`."""
-        added = value - base if added is None else added
-        ok = added < target if strict else added <= target if target is not None else None
+        below it). `added`: the difference to show and judge, with the middle half of its
+        rounds, when taken round by round rather than as `value` - `base`."""
+        shown = value - base if added is None else added.p50
+        ok = shown < target if strict else shown <= target if target is not None else None
+        spread = "" if added is None else (f" ({up(added.q1 * 1000, 1):+.1f} to "
+                                           f"{up(added.q3 * 1000, 1):+.1f})")
         self.rows.append((figure, ms(value), f"{ms(base, worse=False)} ({base_label})",
-                          f"{up(added * 1000, 1):+.1f} ms",
+                          f"{up(shown * 1000, 1):+.1f} ms{spread}",
                           "" if target is None else
                           f"{'<' if strict else '≤'} +{target * 1000:.0f} ms",
                           "" if ok is None else ("yes" if ok else "**no**")))
@@ -119,22 +134,44 @@ def us(seconds: float, worse: bool = True) -> str:
 
 # -- the table, benchmark by benchmark --------------------------------------------------------
 
-def by_round(side: dict, base: dict, figure: str, compare) -> float | None:
-    """The p50 over rounds of `compare(side's run, base's run of the same round)`: the
-    machine's drift (10% and more over a minute here) hits both runs of a round alike. None
-    when the runs were not recorded round by round."""
+@dataclass(frozen=True)
+class Rounds:
+    """A comparison taken round by round: its p50 over rounds, and the middle half of them."""
+
+    p50: float
+    q1: float
+    q3: float
+
+
+def by_round(side: dict, base: dict, figure: str, compare) -> Rounds | None:
+    """`compare(side's run, base's run of the same round)` over the rounds: the machine's
+    drift (10% and more over a minute here) hits both runs of a round alike. None when the
+    runs were not recorded round by round."""
     mine, theirs = side.get(f"{figure}_runs"), base.get(f"{figure}_runs")
     if not mine or not theirs or len(mine) != len(theirs):
         return None
-    return p50([compare(a, b) for a, b in zip(mine, theirs)])
+    values = [compare(a, b) for a, b in zip(mine, theirs)]
+    return Rounds(p50(values), *middle_half(values))
 
 
-def tps_ratio(side: dict, base: dict) -> float | None:
+def tps_rounds(side: dict, base: dict) -> Rounds | None:
     return by_round(side, base, "decode_tps", lambda a, b: a / b)
 
 
-def ttft_added(side: dict, base: dict) -> float | None:
+def ttft_rounds(side: dict, base: dict) -> Rounds | None:
     return by_round(side, base, "ttft", lambda a, b: a - b)
+
+
+def tps_ratio(side: dict, base: dict) -> float | None:
+    """`side`'s decode tok/s over `base`'s, the p50 over rounds."""
+    rounds = tps_rounds(side, base)
+    return rounds and rounds.p50
+
+
+def ttft_added(side: dict, base: dict) -> float | None:
+    """`side`'s time to first token less `base`'s, the p50 over rounds."""
+    rounds = ttft_rounds(side, base)
+    return rounds and rounds.p50
 
 
 def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict, targets: bool = True) -> None:
@@ -148,21 +185,21 @@ def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict, targets: bool = Tru
         side = sides[key]
         t.at_least(f"decode tok/s, {label}", side["decode_tps"], ip["decode_tps"],
                    "in-process", "tok/s", TPS_RATIO_TARGET if targets else None,
-                   tps_ratio(side, ip))
+                   tps_rounds(side, ip))
         if peer:
             t.at_least(f"decode tok/s, {label} vs llama-server", side["decode_tps"],
                        peer["decode_tps"], "llama-server", "tok/s",
-                       PEER_RATIO_TARGET if targets else None, tps_ratio(side, peer))
+                       PEER_RATIO_TARGET if targets else None, tps_rounds(side, peer))
     if peer and targets:
         t.at_least("decode tok/s, llama-server (reference)", peer["decode_tps"],
-                   ip["decode_tps"], "in-process", "tok/s", None, tps_ratio(peer, ip))
+                   ip["decode_tps"], "in-process", "tok/s", None, tps_rounds(peer, ip))
     for key, label in wires:
         t.at_most_added(f"time to first token, {label}", sides[key]["ttft"], ip["ttft"],
                         "in-process", TTFT_ADDED_TARGET_S if targets else None,
-                        added=ttft_added(sides[key], ip))
+                        added=ttft_rounds(sides[key], ip))
     if peer and targets:
         t.at_most_added("time to first token, llama-server (reference)", peer["ttft"],
-                        ip["ttft"], "in-process", None, added=ttft_added(peer, ip))
+                        ip["ttft"], "in-process", None, added=ttft_rounds(peer, ip))
 
 
 def throughput_rows(t: Table, f: dict) -> None:
@@ -176,9 +213,9 @@ def throughput_rows(t: Table, f: dict) -> None:
         t.at_least("decode tok/s, /v1/completions relayed by the HTTP worker "
                    "(`LMHOST_STREAM_HANDOFF=0`)", relayed["decode_tps"],
                    sides["in_process"]["decode_tps"], "in-process", "tok/s", None,
-                   tps_ratio(relayed, sides["in_process"]))
+                   tps_rounds(relayed, sides["in_process"]))
         t.at_least("decode tok/s, /v1/completions: handed off / relayed", sides["v1"]["decode_tps"],
-                   relayed["decode_tps"], "relayed", "tok/s", None, tps_ratio(sides["v1"], relayed))
+                   relayed["decode_tps"], "relayed", "tok/s", None, tps_rounds(sides["v1"], relayed))
         cpu = bm["cpu_per_token"]
         t.plain("HTTP worker CPU per token, /v1/completions", us(cpu["v1"]["worker"]),
                 f"{us(cpu['v1_relayed']['worker'], worse=False)} (relayed)")
@@ -316,8 +353,10 @@ How measured: every benchmark runs the real service (`lmhost serve --workers 1` 
 alike; figures are p50s (nearest rank). Generation runs in rounds, one run of every side
 per round; a wire's ratio to a baseline (and its added time to first token) is the p50 over
 rounds of its run against the baseline's run of the same round, so that the drift of this
-machine's speed (10% and more within a minute) cancels out; the value and baseline columns are
-each side's own p50. Generation: a streamed completion of the synthetic
+machine's speed (10% and more within a minute) cancels out; in brackets after it, the middle
+half of those rounds (first to third quartile), which shows how far one run's figure can stray
+here; the value and baseline columns are each side's own p50. Generation: a streamed
+completion of the synthetic
 bench model (it never stops early, so every side generates exactly the asked tokens) and a
 streamed chat of SmolLM2, the same prompt, sampling and seed on every side, timed by the client
 from the request to each text chunk: decode tok/s = (tokens − 1) / (last chunk − first chunk),
