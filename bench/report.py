@@ -215,7 +215,8 @@ def throughput_rows(t: Table, f: dict) -> None:
                    sides["in_process"]["decode_tps"], "in-process", "tok/s", None,
                    tps_rounds(relayed, sides["in_process"]))
         t.at_least("decode tok/s, /v1/completions: handed off / relayed", sides["v1"]["decode_tps"],
-                   relayed["decode_tps"], "relayed", "tok/s", None, tps_rounds(sides["v1"], relayed))
+                   relayed["decode_tps"], "relayed", "tok/s", None,
+                   tps_rounds(sides["v1"], relayed))
         cpu = bm["cpu_per_token"]
         t.plain("HTTP worker CPU per token, /v1/completions", us(cpu["v1"]["worker"]),
                 f"{us(cpu['v1_relayed']['worker'], worse=False)} (relayed)")
