@@ -136,6 +136,13 @@ def memory_line(row: dict) -> str:
             f" (peak {mib(measured['ram_peak_bytes'])}): {ram_error:+.1%}")
 
 
+def gpu_parts(estimate: dict) -> str:
+    """The estimate's GPU part by part."""
+    on_gpu = estimate["on_gpu"]
+    return (f"weights {mib(on_gpu['weights_bytes'])}, KV {mib(on_gpu['kv_cache_bytes'])}, "
+            f"compute {mib(on_gpu['compute_bytes'])}, overhead {mib(on_gpu['overhead_bytes'])}")
+
+
 def one_completion(port: int, identifier: str, what: str) -> dict:
     """A short streamed ``/v1/completions`` from `identifier`: it must bring tokens."""
     args = argparse.Namespace(tokens=32, prompt="Once upon a time")
@@ -160,10 +167,8 @@ def check_service(server: Server, figures: dict) -> None:
     apps = smi_processes()
     on_gpu = {pid: used for pid, used in apps.items() if pid in pids}
     estimate, measured = row["estimate"], row["measured"]
-    log(f"    estimate on the GPU {mib(estimate['gpu_bytes'])} (weights "
-        f"{mib(estimate['on_gpu']['weights_bytes'])}, KV {mib(estimate['on_gpu']['kv_cache_bytes'])}, "
-        f"compute {mib(estimate['on_gpu']['compute_bytes'])}, overhead "
-        f"{mib(estimate['on_gpu']['overhead_bytes'])}); in RAM {mib(estimate['ram_bytes'])}")
+    log(f"    estimate on the GPU {mib(estimate['gpu_bytes'])} ({gpu_parts(estimate)}); "
+        f"in RAM {mib(estimate['ram_bytes'])}")
     log(f"    measured by lmhost (NVML): GPU {mib(measured['gpu_bytes'])}, RAM "
         f"{mib(measured['ram_bytes'])}; nvidia-smi, lmhost's instance processes: "
         + (", ".join(f"pid {pid} {mib(used)}" for pid, used in on_gpu.items()) or "none"))
@@ -185,13 +190,8 @@ def check_service(server: Server, figures: dict) -> None:
 def check_unload(server: Server, figures: dict) -> None:
     log("\n[2] again, after the generations of [3]: the instance's memory, then the unload")
     row = instance_row(resources(server))
-    error = gpu_error(row)
-    log(f"    estimate on the GPU {mib(row['estimate']['gpu_bytes'])}, measured by lmhost (NVML) "
-        f"{mib(row['measured']['gpu_bytes'])}: "
-        + (f"{error:+.1%}" if error is not None else "NOTHING measured")
-        + f"; RAM estimate {mib(row['estimate']['ram_bytes'])}, measured "
-        f"{mib(row['measured']['ram_bytes'])} (peak {mib(row['measured']['ram_peak_bytes'])})")
-    figures["service"]["after_use"] = {"measured": row["measured"], "gpu_error": error}
+    log(f"    {memory_line(row)}")
+    figures["service"]["after_use"] = {"measured": row["measured"], "gpu_error": gpu_error(row)}
     gpu_pids = set(smi_processes()) & set(server.instance_pids())
     nvml, _ = nvml_readings()
     server.unload(IDENTIFIER)
@@ -278,10 +278,7 @@ def check_partial_cli(server: Server, figures: dict) -> None:
     one_completion(server.port, PARTIAL_ID, "a completion from the partly offloaded instance")
     row = instance_row(resources(server), PARTIAL_ID)
     log(f"    after a completion: {memory_line(row)}")
-    on_gpu = row["estimate"]["on_gpu"]
-    log(f"    the estimate's GPU part: weights {mib(on_gpu['weights_bytes'])}, KV "
-        f"{mib(on_gpu['kv_cache_bytes'])}, compute {mib(on_gpu['compute_bytes'])}, overhead "
-        f"{mib(on_gpu['overhead_bytes'])}")
+    log(f"    the estimate's GPU part: {gpu_parts(row['estimate'])}")
     ps = cli(server, "ps")
     log("    lmhost ps:\n" + "\n".join("      " + line for line in ps.splitlines()))
     cli(server, "unload", PARTIAL_ID)
