@@ -9,7 +9,9 @@ the job goes to that instance.
 A prediction's messages: ``promptProcessingProgress`` (0 to 1; 0 goes with the next report,
 not while the prompt is evaluated, and not at all for a prompt evaluated in one batch:
 `progress_held`), one ``fragment`` per text line of the job (fast lines merged into one by
-the instance: ``gather``), the ``toolCallGeneration*`` messages for each tool call (``act()``
+the instance: ``gather``; after the first, the next token waits ``LMHOST_SDK_FIRST_PAUSE_MS``,
+so that a client on the same cores can take it before llama.cpp's threads take the cores
+back: README "Performance"), the ``toolCallGeneration*`` messages for each tool call (``act()``
 runs them), then ``success`` with the stats and the applied configs. A ``cancel`` from the
 client is passed to the instance, which stops before its next token; ``success`` then says
 ``userStopped``.
@@ -18,6 +20,7 @@ client is passed to the instance, which stops before its next token; ``success``
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 from app.extensions import Engine
@@ -87,6 +90,7 @@ class PredictionHandlers:
         target = Target(row["type"], [row], row["id"])
         # fewer, larger fragments when tokens come fast: a client pays for each (README)
         gather = self.eng.settings.sdk_fragment_ms / 1000
+        pause = self.eng.settings.sdk_first_pause_ms / 1000
         reply = self._call(lambda: self.eng.inference.run(row["id"], "generate", job, stream=True,
                                                           target=target, gather=gather))
         channel.on_cancel = reply.cancel
@@ -101,6 +105,12 @@ class PredictionHandlers:
                         "content": message["text"], "tokensCount": message["tokens"],
                         "containsDrafted": False, "reasoningType": "none",
                         "isStructural": False}})
+                    if pause:
+                        # the instance decodes the next token only once this loop asks for the
+                        # next line (`Reply.messages`' first_written): until then llama.cpp's
+                        # threads leave the cores to a client here to take the first fragment
+                        time.sleep(pause)
+                        pause = 0
                 elif "prompt" in message:
                     channel.send(progress_message(message["prompt"]))
                 elif "tool_calls" in message:

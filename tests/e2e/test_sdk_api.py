@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import lmstudio
@@ -198,24 +199,33 @@ def test_prediction_on_a_synthetic_model_and_config_errors_naming_the_key(server
         assert llm.get_context_length() == 2048  # the sockets still serve
 
 
-def stream_fragments(host: str) -> tuple[list, object]:
+def stream_fragments(host: str) -> tuple[list, object, list[float]]:
+    """The fragments of one prediction, its result, and when each fragment came."""
     with lmstudio.Client(host) as client:
         llm = client.llm.load_new_instance("tiny-llama")
         stream = llm.respond_stream("Hello", config={"maxTokens": 200})
-        fragments = list(stream)
-        return fragments, stream.result()
+        fragments, stamps = [], []
+        for fragment in stream:
+            stamps.append(time.monotonic())
+            fragments.append(fragment)
+        return fragments, stream.result(), stamps
 
 
 def test_fast_tokens_come_in_fewer_fragments_unless_the_interval_is_0(server, host, serve,
                                                                       short_tmp):
     """``LMHOST_SDK_FRAGMENT_MS`` (40 by default): a fragment gathers the tokens that came
     within the interval, with ``tokensCount`` saying how many; 0 sends every token's text at
-    once. The tiny model makes 200 tokens in well under the interval's worth of each."""
-    gathered, result = stream_fragments(host)
+    once. The tiny model makes 200 tokens in well under the interval's worth of each.
+    ``LMHOST_SDK_FIRST_PAUSE_MS``: the second token waits that long after the first fragment
+    (the tiny model's tokens otherwise come about a millisecond apart)."""
+    gathered, result, _ = stream_fragments(host)
     per_token_server = serve(write_sdk_models(short_tmp / "models"),
                              env=clean_env(LMHOST_SDK_FRAGMENT_MS="0",
+                                           LMHOST_SDK_FIRST_PAUSE_MS="50",
                                            LMHOST_INSTANCE_THREADS="1"))
-    per_token, same = stream_fragments(per_token_server.url.removeprefix("http://"))
+    per_token, same, stamps = stream_fragments(per_token_server.url.removeprefix("http://"))
+    # the client stamps the first fragment at most a few ms after the server sent it
+    assert stamps[1] - stamps[0] >= 0.04
     assert result.stats.predicted_tokens_count == same.stats.predicted_tokens_count == 200
     assert "".join(f.content for f in gathered) == result.content
     assert "".join(f.content for f in per_token) == same.content

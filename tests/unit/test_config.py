@@ -34,6 +34,7 @@ def test_env_overrides_and_flags_win_over_env(tmp_path):
     ({"LMHOST_PROT": "1"}, "LMHOST_PROT"),
     ({"LMHOST_SDK_MAX_SOCKETS": "-1"}, "LMHOST_SDK_MAX_SOCKETS"),
     ({"LMHOST_SDK_DISCOVERY": "maybe"}, "LMHOST_SDK_DISCOVERY"),
+    ({"LMHOST_SDK_FIRST_PAUSE_MS": "51"}, "LMHOST_SDK_FIRST_PAUSE_MS"),  # the instance waits 100
     ({"LMHOST_LOG_FORMAT": "xml"}, "LMHOST_LOG_FORMAT"),
     ({"LMHOST_FORWARDED_PROXIES": "-1"}, "LMHOST_FORWARDED_PROXIES"),
     ({"LMHOST_GRACEFUL_TIMEOUT": "0"}, "LMHOST_GRACEFUL_TIMEOUT"),
