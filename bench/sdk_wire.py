@@ -20,18 +20,44 @@ AUTH = {"authVersion": 1, "clientIdentifier": "bench-sdk-wire", "clientPasskey":
 
 
 class WireClient:
+    """It reads only while it predicts, so between predictions it answers no ping: call
+    `refresh()` before each, outside what is timed."""
+
     def __init__(self, host: str, port: int, timeout: float, namespace: str = "llm"):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.address, self.timeout, self.namespace = (host, port), timeout, namespace
+        self.reconnects = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        host, port = self.address
+        self.sock = socket.create_connection(self.address, timeout=self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.texts: list[str] = []   # whole messages received, not yet taken
         self.partial: list[str] = []
         self.next_channel = 0
-        self.sock.sendall(self.ws.send(Request(host=f"{host}:{port}", target=f"/{namespace}")))
+        self.sock.sendall(self.ws.send(Request(host=f"{host}:{port}",
+                                               target=f"/{self.namespace}")))
         self._read(until_accepted=True)
         self.send(AUTH)
         if self.receive() != {"success": True}:
             raise ConnectionError("the SDK socket refused the authentication frame")
+
+    def refresh(self) -> None:
+        """Answer the pings that came while it was idle, and connect again if the server
+        closed the socket meanwhile: lmhost closes a socket whose ping goes unanswered for its
+        ping interval (25 s), and a benchmark's round can idle this client longer."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self._read()
+        except BlockingIOError:
+            self.sock.settimeout(self.timeout)
+            return
+        except ConnectionError:
+            self.sock.close()
+        self.reconnects += 1
+        self._connect()
 
     def send(self, frame: dict) -> None:
         self.sock.sendall(self.ws.send(TextMessage(data=json.dumps(frame))))

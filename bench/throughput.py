@@ -1002,6 +1002,7 @@ def sdk_wire_chat(wire, what: str) -> dict:
                                                        "value": REAL_SAMPLING["seed"]}},
               {"key": "llm.prediction.maxPredictedTokens",
                "value": {"checked": True, "value": REAL_TOKENS}}]
+    wire.refresh()  # its pings, untimed
     stamps, text, tokens = [], [], 0
     start = time.perf_counter()
     for message in wire.predict("smol", REAL_MESSAGES, fields):
@@ -1059,6 +1060,9 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
                 if kind in ("native", "sdk", "sdk_wire", "socket", "v1_structured"):
                     inproc.chat(kind == "v1_structured", "in-process spacer")
                 runs[kind].append(measures[kind].one(action))
+        if wire.reconnects:
+            log(f"    the minimal SDK client connected again {wire.reconnects} times: it had "
+                "left the server's ping unanswered while idle")
         server.unload("smol")
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
