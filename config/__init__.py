@@ -294,7 +294,7 @@ _PARSERS = {
     "sdk_max_sockets": _int_in(0, 4096),
     "sdk_discovery": _flag,
     "sdk_fragment_ms": _int_in(0, 1000),
-    "sdk_first_pause_ms": _int_in(0, 50),  # under the instance's wait for the first's write
+    "sdk_first_pause_ms": _int_in(0, 50),
     "memory_limit": _byte_size,
     "guardrail": _one_of(*GUARDRAILS),
     "evict_explicit": _flag,

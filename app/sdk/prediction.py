@@ -9,9 +9,8 @@ the job goes to that instance.
 A prediction's messages: ``promptProcessingProgress`` (0 to 1; 0 goes with the next report,
 not while the prompt is evaluated, and not at all for a prompt evaluated in one batch:
 `progress_held`), one ``fragment`` per text line of the job (fast lines merged into one by
-the instance: ``gather``; after the first, the next token waits ``LMHOST_SDK_FIRST_PAUSE_MS``,
-so that a client on the same cores can take it before llama.cpp's threads take the cores
-back: README "Performance"), the ``toolCallGeneration*`` messages for each tool call (``act()``
+the instance: ``gather``; the second token waits ``LMHOST_SDK_FIRST_PAUSE_MS`` after the
+first), the ``toolCallGeneration*`` messages for each tool call (``act()``
 runs them), then ``success`` with the stats and the applied configs. A ``cancel`` from the
 client is passed to the instance, which stops before its next token; ``success`` then says
 ``userStopped``.

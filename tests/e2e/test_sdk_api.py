@@ -216,16 +216,17 @@ def test_fast_tokens_come_in_fewer_fragments_unless_the_interval_is_0(server, ho
     """``LMHOST_SDK_FRAGMENT_MS`` (40 by default): a fragment gathers the tokens that came
     within the interval, with ``tokensCount`` saying how many; 0 sends every token's text at
     once. The tiny model makes 200 tokens in well under the interval's worth of each.
-    ``LMHOST_SDK_FIRST_PAUSE_MS``: the second token waits that long after the first fragment
-    (the tiny model's tokens otherwise come about a millisecond apart)."""
+    ``LMHOST_SDK_FIRST_PAUSE_MS``: the second token waits that long after the first fragment,
+    once (the tiny model's tokens otherwise come about a millisecond apart)."""
     gathered, result, _ = stream_fragments(host)
     per_token_server = serve(write_sdk_models(short_tmp / "models"),
                              env=clean_env(LMHOST_SDK_FRAGMENT_MS="0",
                                            LMHOST_SDK_FIRST_PAUSE_MS="50",
                                            LMHOST_INSTANCE_THREADS="1"))
     per_token, same, stamps = stream_fragments(per_token_server.url.removeprefix("http://"))
-    # the client stamps the first fragment at most a few ms after the server sent it
-    assert stamps[1] - stamps[0] >= 0.04
+    # the client may stamp the first fragment late, so less than the 50 ms; 0.24 ms without
+    assert stamps[1] - stamps[0] >= 0.025
+    assert stamps[-1] - stamps[1] < 198 * 0.05 / 2  # not after every fragment
     assert result.stats.predicted_tokens_count == same.stats.predicted_tokens_count == 200
     assert "".join(f.content for f in gathered) == result.content
     assert "".join(f.content for f in per_token) == same.content

@@ -34,7 +34,7 @@ def test_env_overrides_and_flags_win_over_env(tmp_path):
     ({"LMHOST_PROT": "1"}, "LMHOST_PROT"),
     ({"LMHOST_SDK_MAX_SOCKETS": "-1"}, "LMHOST_SDK_MAX_SOCKETS"),
     ({"LMHOST_SDK_DISCOVERY": "maybe"}, "LMHOST_SDK_DISCOVERY"),
-    ({"LMHOST_SDK_FIRST_PAUSE_MS": "51"}, "LMHOST_SDK_FIRST_PAUSE_MS"),  # the instance waits 100
+    ({"LMHOST_SDK_FIRST_PAUSE_MS": "51"}, "LMHOST_SDK_FIRST_PAUSE_MS"),
     ({"LMHOST_LOG_FORMAT": "xml"}, "LMHOST_LOG_FORMAT"),
     ({"LMHOST_FORWARDED_PROXIES": "-1"}, "LMHOST_FORWARDED_PROXIES"),
     ({"LMHOST_GRACEFUL_TIMEOUT": "0"}, "LMHOST_GRACEFUL_TIMEOUT"),
@@ -139,3 +139,11 @@ def test_every_setting_is_documented_in_config_and_readme():
         name = config.env_name(field.name)
         assert f"| {name} " in config.__doc__, name
         assert f"| `{name}` |" in readme, name
+
+
+def test_the_sdk_first_pause_stays_under_the_instance_s_wait_for_the_first_write():
+    """The pause holds the second token only while the instance waits for the worker's
+    ``first_written`` (`workers.instance.jobs`); past that wait it would hold nothing."""
+    from workers.instance.jobs import FIRST_WRITTEN_WAIT
+    with pytest.raises(ConfigError):
+        load_settings(env={"LMHOST_SDK_FIRST_PAUSE_MS": str(int(FIRST_WRITTEN_WAIT * 1000))})
