@@ -20,8 +20,7 @@ AUTH = {"authVersion": 1, "clientIdentifier": "bench-sdk-wire", "clientPasskey":
 
 
 class WireClient:
-    """It reads only while it predicts, so between predictions it answers no ping: call
-    `refresh()` before each, outside what is timed."""
+    """It reads only while it predicts: call `refresh()` before each prediction, untimed."""
 
     def __init__(self, host: str, port: int, timeout: float, namespace: str = "llm"):
         self.address, self.timeout, self.namespace = (host, port), timeout, namespace
@@ -51,10 +50,10 @@ class WireClient:
         try:
             while True:
                 self._read()
-        except BlockingIOError:
+        except BlockingIOError:  # all read
             self.sock.settimeout(self.timeout)
             return
-        except ConnectionError:
+        except ConnectionError:  # closed, reset, or a broken pipe for the pong
             self.sock.close()
         self.reconnects += 1
         self._connect()

@@ -1002,7 +1002,6 @@ def sdk_wire_chat(wire, what: str) -> dict:
                                                        "value": REAL_SAMPLING["seed"]}},
               {"key": "llm.prediction.maxPredictedTokens",
                "value": {"checked": True, "value": REAL_TOKENS}}]
-    wire.refresh()  # its pings, untimed
     stamps, text, tokens = [], [], 0
     start = time.perf_counter()
     for message in wire.predict("smol", REAL_MESSAGES, fields):
@@ -1059,6 +1058,8 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
                 # every lmhost run follows an in-process one, as in [2]
                 if kind in ("native", "sdk", "sdk_wire", "socket", "v1_structured"):
                     inproc.chat(kind == "v1_structured", "in-process spacer")
+                if kind == "sdk_wire":
+                    wire.refresh()  # the pings it left while idle, before the run's settling
                 runs[kind].append(measures[kind].one(action))
         if wire.reconnects:
             log(f"    the minimal SDK client connected again {wire.reconnects} times: it had "
