@@ -121,6 +121,14 @@ def is_loopback_address(address: str | None) -> bool:
         return False
 
 
+def is_local_client(environ: dict, forwarded_proxies: int) -> bool:
+    """Whether a request comes from this machine: from loopback, and not through a proxy whose
+    forwarded address we ignore (with ``LMHOST_FORWARDED_PROXIES`` ProxyFix has put the
+    client's own address in ``REMOTE_ADDR``)."""
+    proxied = "HTTP_X_FORWARDED_FOR" in environ and not forwarded_proxies
+    return not proxied and is_loopback_address(environ.get("REMOTE_ADDR"))
+
+
 class Auth:
     def __init__(self, settings: Settings):
         self.enabled = settings.auth_enabled
@@ -186,8 +194,7 @@ class Auth:
         scope = self.scope_of(f"sk-lm-{frame['clientIdentifier']}:{frame['clientPasskey']}")
         if scope is not None:
             return scope
-        proxied = "HTTP_X_FORWARDED_FOR" in environ and not self.forwarded_proxies
-        if self.trust_loopback and not proxied and is_loopback_address(environ.get("REMOTE_ADDR")):
+        if self.trust_loopback and is_local_client(environ, self.forwarded_proxies):
             return ADMIN
         raise AuthRefused(
             "lmhost needs an API token: give the TypeScript client its apiToken "

@@ -9,11 +9,11 @@ the job goes to that instance.
 A prediction's messages: ``promptProcessingProgress`` (0 to 1; 0 goes with the next report,
 not while the prompt is evaluated, and not at all for a prompt evaluated in one batch:
 `progress_held`), one ``fragment`` per text line of the job (fast lines merged into one by
-the instance: ``gather``; the second token waits ``LMHOST_SDK_FIRST_PAUSE_MS`` after the
-first), the ``toolCallGeneration*`` messages for each tool call (``act()``
-runs them), then ``success`` with the stats and the applied configs. A ``cancel`` from the
-client is passed to the instance, which stops before its next token; ``success`` then says
-``userStopped``.
+the instance: ``gather``; for a client on this machine the second token waits
+``LMHOST_SDK_FIRST_PAUSE_MS`` after the first), the ``toolCallGeneration*`` messages for each
+tool call (``act()`` runs them), then ``success`` with the stats and the applied configs. A
+``cancel`` from the client is passed to the instance, which stops before its next token;
+``success`` then says ``userStopped``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ class PredictionHandlers:
         target = Target(row["type"], [row], row["id"])
         # fewer, larger fragments when tokens come fast: a client pays for each (README)
         gather = self.eng.settings.sdk_fragment_ms / 1000
-        pause = self.eng.settings.sdk_first_pause_ms / 1000
+        # only a client on this machine shares the model's cores (README "Performance")
+        pause = self.eng.settings.sdk_first_pause_ms / 1000 if channel.session.local_client else 0
         reply = self._call(lambda: self.eng.inference.run(row["id"], "generate", job, stream=True,
                                                           target=target, gather=gather))
         channel.on_cancel = reply.cancel

@@ -100,8 +100,10 @@ def _limit_sends(ws, seconds: int) -> None:
 
 
 class Session:
-    def __init__(self, ws, namespace: Namespace, registry, gate: Gate | None = None):
+    def __init__(self, ws, namespace: Namespace, registry, gate: Gate | None = None,
+                 local_client: bool = False):
         self.ws = ws
+        self.local_client = local_client  # on this machine (`app.auth.is_local_client`)
         _limit_sends(ws, SEND_TIMEOUT)
         self.namespace = namespace
         self.registry = registry

@@ -227,6 +227,11 @@ def test_fast_tokens_come_in_fewer_fragments_unless_the_interval_is_0(server, ho
     # the client may stamp the first fragment late, so less than the 50 ms; 0.24 ms without
     assert stamps[1] - stamps[0] >= 0.025
     assert stamps[-1] - stamps[1] < 198 * 0.05 / 2  # not after every fragment
+    # a client through a proxy (whose forwarded address is not trusted) is not on this
+    # machine: it does not share the model's cores, so its second token does not wait
+    proxied = fragment_stamps(per_token_server.url.removeprefix("http://"),
+                              {"X-Forwarded-For": "203.0.113.9"})
+    assert len(proxied) == 200 and proxied[1] - proxied[0] < 0.025
     assert result.stats.predicted_tokens_count == same.stats.predicted_tokens_count == 200
     assert "".join(f.content for f in gathered) == result.content
     assert "".join(f.content for f in per_token) == same.content
@@ -282,6 +287,37 @@ def ask(ws: WsClient, frame: dict) -> dict:
     answer = ws.receive(timeout=30)
     assert answer is not None, f"no answer to {frame}"
     return json.loads(answer)
+
+
+def fragment_stamps(host: str, headers: dict) -> list[float]:
+    """When each fragment of a 200-token prediction of the loaded tiny model came, read on a
+    raw socket opened with `headers`."""
+    ws = WsClient.connect(f"ws://{host}/llm", headers=headers)
+    try:
+        ws.send(json.dumps(AUTH))
+        assert json.loads(ws.receive(timeout=10)) == {"success": True}
+        ws.send(json.dumps({"type": "channelCreate", "endpoint": "predict", "channelId": 0,
+                            "creationParameter": {
+                                "modelSpecifier": {"type": "query", "query": {
+                                    "identifier": "tiny-llama"}},
+                                "history": {"messages": [{"role": "user", "content": [
+                                    {"type": "text", "text": "Hello"}]}]},
+                                "predictionConfigStack": {"layers": [{
+                                    "layerName": "apiOverride", "config": {"fields": [{
+                                        "key": "llm.prediction.maxPredictedTokens",
+                                        "value": {"checked": True, "value": 200}}]}}]}}}))
+        stamps, kind = [], None
+        while kind not in ("channelClose", "channelError"):
+            answer = ws.receive(timeout=30)
+            assert answer is not None, "the prediction did not end"
+            frame = json.loads(answer)
+            kind = frame["type"]
+            if kind == "channelSend" and frame["message"]["type"] == "fragment":
+                stamps.append(time.monotonic())
+        assert kind == "channelClose", frame
+        return stamps
+    finally:
+        ws.close()
 
 
 def channel_frames(ws: WsClient, frame: dict) -> list[dict]:

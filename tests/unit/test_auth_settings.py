@@ -134,3 +134,19 @@ def test_the_log_check_finds_a_token_or_its_secret_in_any_log(tmp_path):
     assert list(found) == [str(tmp_path / "state" / "logs" / "abc.log")]
     assert token not in str(found)  # the report itself shows no token
     assert files_with_tokens(tmp_path / "server-1.log", tokens=[token]) == {}
+
+
+@pytest.mark.parametrize("environ, proxies, local", [
+    ({"REMOTE_ADDR": "127.0.0.1"}, 0, True),
+    ({"REMOTE_ADDR": "::1"}, 0, True),
+    ({"REMOTE_ADDR": "10.1.2.3"}, 0, False),
+    # through a proxy whose forwarded address is ignored: the client may be anywhere
+    ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}, 0, False),
+    # trusted proxies: ProxyFix has put the client's own address in REMOTE_ADDR
+    ({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "127.0.0.1"}, 1, True),
+    ({"REMOTE_ADDR": "not an address"}, 0, False),
+])
+def test_a_client_is_local_only_from_loopback_and_not_through_an_untrusted_proxy(
+        environ, proxies, local):
+    from app.auth import is_local_client
+    assert is_local_client(environ, proxies) is local
