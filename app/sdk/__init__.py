@@ -28,7 +28,6 @@ from app.sdk.session import Namespace
 class Sdk:
     registry: SocketRegistry
     namespaces: dict[str, Namespace]
-    forwarded_proxies: int  # whose X-Forwarded-For tells a socket's client (`is_local_client`)
 
 
 def init_app(app: Flask, api) -> None:
@@ -49,7 +48,7 @@ def init_app(app: Flask, api) -> None:
     app.extensions["lmhost_sdk"] = Sdk(
         registry=SocketRegistry(eng.settings.sdk_max_sockets,
                                 app.extensions["lmhost_metrics"].sdk_sockets),
-        namespaces=namespaces, forwarded_proxies=eng.settings.forwarded_proxies)
+        namespaces=namespaces)
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": 25,  # notice dead clients: their sockets hold threads
         "max_message_size": eng.settings.max_body,  # characters: more close the socket

@@ -11,6 +11,7 @@ from marshmallow import Schema, fields
 
 from app.api import Blueprint
 from app.auth import auth_of, is_local_client
+from app.extensions import engine
 from app.sdk.session import Namespace, Session
 
 blp = Blueprint("sdk", __name__, description="LM Studio SDK protocol (discovery probe)")
@@ -40,5 +41,5 @@ def sdk_socket(ws, namespace):
     served = sdk.namespaces.get(namespace) or Namespace(name=namespace, rpc={}, channels={})
     auth, environ = auth_of(current_app), request.environ
     gate = (lambda frame: auth.sdk_scope(frame, environ)) if auth.enabled else None
-    local = is_local_client(environ, sdk.forwarded_proxies)
+    local = is_local_client(environ, engine().settings.forwarded_proxies)
     Session(ws, served, sdk.registry, gate, local_client=local).run()
