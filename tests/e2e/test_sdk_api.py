@@ -275,8 +275,8 @@ def test_typescript_client_model_management(server, host):
 AUTH = {"authVersion": 1, "clientIdentifier": "guest:test", "clientPasskey": "secret"}
 
 
-def connect(host: str, namespace: str) -> WsClient:
-    ws = WsClient.connect(f"ws://{host}/{namespace}")
+def connect(host: str, namespace: str, headers: dict | None = None) -> WsClient:
+    ws = WsClient.connect(f"ws://{host}/{namespace}", headers=headers)
     ws.send(json.dumps(AUTH))
     assert json.loads(ws.receive(timeout=10)) == {"success": True}
     return ws
@@ -292,41 +292,35 @@ def ask(ws: WsClient, frame: dict) -> dict:
 def fragment_stamps(host: str, headers: dict) -> list[float]:
     """When each fragment of a 200-token prediction of the loaded tiny model came, read on a
     raw socket opened with `headers`."""
-    ws = WsClient.connect(f"ws://{host}/llm", headers=headers)
+    ws = connect(host, "llm", headers)
     try:
-        ws.send(json.dumps(AUTH))
-        assert json.loads(ws.receive(timeout=10)) == {"success": True}
-        ws.send(json.dumps({"type": "channelCreate", "endpoint": "predict", "channelId": 0,
-                            "creationParameter": {
-                                "modelSpecifier": {"type": "query", "query": {
-                                    "identifier": "tiny-llama"}},
-                                "history": {"messages": [{"role": "user", "content": [
-                                    {"type": "text", "text": "Hello"}]}]},
-                                "predictionConfigStack": {"layers": [{
-                                    "layerName": "apiOverride", "config": {"fields": [{
-                                        "key": "llm.prediction.maxPredictedTokens",
-                                        "value": {"checked": True, "value": 200}}]}}]}}}))
-        stamps, kind = [], None
-        while kind not in ("channelClose", "channelError"):
-            answer = ws.receive(timeout=30)
-            assert answer is not None, "the prediction did not end"
-            frame = json.loads(answer)
-            kind = frame["type"]
-            if kind == "channelSend" and frame["message"]["type"] == "fragment":
-                stamps.append(time.monotonic())
-        assert kind == "channelClose", frame
-        return stamps
+        came: list[float] = []
+        frames = channel_frames(ws, {
+            "type": "channelCreate", "endpoint": "predict", "channelId": 0,
+            "creationParameter": {
+                "modelSpecifier": {"type": "query", "query": {"identifier": "tiny-llama"}},
+                "history": {"messages": [{"role": "user", "content": [
+                    {"type": "text", "text": "Hello"}]}]},
+                "predictionConfigStack": {"layers": [{
+                    "layerName": "apiOverride", "config": {"fields": [{
+                        "key": "llm.prediction.maxPredictedTokens",
+                        "value": {"checked": True, "value": 200}}]}}]}}}, came)
+        assert frames[-1]["type"] == "channelClose", frames[-1]
+        return [at for frame, at in zip(frames, came) if frame["type"] == "channelSend"
+                and frame["message"]["type"] == "fragment"]
     finally:
         ws.close()
 
 
-def channel_frames(ws: WsClient, frame: dict) -> list[dict]:
-    """Every frame of a channel until it closes or errors."""
+def channel_frames(ws: WsClient, frame: dict, came: list[float] | None = None) -> list[dict]:
+    """Every frame of a channel until it closes or errors; `came`: gets when each arrived."""
     ws.send(json.dumps(frame))
     frames = []
     while not frames or frames[-1]["type"] not in ("channelClose", "channelError"):
         answer = ws.receive(timeout=30)
         assert answer is not None, f"the channel did not end: {frames}"
+        if came is not None:
+            came.append(time.monotonic())
         frames.append(json.loads(answer))
     return frames
 
