@@ -87,10 +87,12 @@ class PredictionHandlers:
         job["progress"] = True
         # the instance the specifier named: routed to as it is (no second look at the table)
         target = Target(row["type"], [row], row["id"])
-        # fewer, larger fragments when tokens come fast: a client pays for each (README)
-        gather = self.eng.settings.sdk_fragment_ms / 1000
-        # only a client on this machine shares the model's cores (README "Performance")
-        pause = self.eng.settings.sdk_first_pause_ms / 1000 if channel.session.local_client else 0
+        # fewer, larger fragments when tokens come fast: a client pays for each, and a client
+        # on this machine pays with the model's cores, so it gets fewer still (README
+        # "Performance"); only such a client waits after the first fragment, too
+        settings, local = self.eng.settings, channel.session.local_client
+        gather = (settings.sdk_local_fragment_ms if local else settings.sdk_fragment_ms) / 1000
+        pause = settings.sdk_first_pause_ms / 1000 if local else 0
         reply = self._call(lambda: self.eng.inference.run(row["id"], "generate", job, stream=True,
                                                           target=target, gather=gather))
         channel.on_cancel = reply.cancel

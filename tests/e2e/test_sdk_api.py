@@ -213,14 +213,16 @@ def stream_fragments(host: str) -> tuple[list, object, list[float]]:
 
 def test_fast_tokens_come_in_fewer_fragments_unless_the_interval_is_0(server, host, serve,
                                                                       short_tmp):
-    """``LMHOST_SDK_FRAGMENT_MS`` (40 by default): a fragment gathers the tokens that came
-    within the interval, with ``tokensCount`` saying how many; 0 sends every token's text at
-    once. The tiny model makes 200 tokens in well under the interval's worth of each.
+    """``LMHOST_SDK_LOCAL_FRAGMENT_MS`` (100 by default; this client is on this machine): a
+    fragment gathers the tokens that came within the interval, with ``tokensCount`` saying how
+    many; 0 sends every token's text at once. The tiny model makes 200 tokens in well under
+    the interval's worth of each.
     ``LMHOST_SDK_FIRST_PAUSE_MS``: the second token waits that long after the first fragment,
     once (the tiny model's tokens otherwise come about a millisecond apart)."""
     gathered, result, _ = stream_fragments(host)
     per_token_server = serve(write_sdk_models(short_tmp / "models"),
-                             env=clean_env(LMHOST_SDK_FRAGMENT_MS="0",
+                             env=clean_env(LMHOST_SDK_LOCAL_FRAGMENT_MS="0",
+                                           LMHOST_SDK_FRAGMENT_MS="0",
                                            LMHOST_SDK_FIRST_PAUSE_MS="50",
                                            LMHOST_INSTANCE_THREADS="1"))
     per_token, same, stamps = stream_fragments(per_token_server.url.removeprefix("http://"))
@@ -240,6 +242,24 @@ def test_fast_tokens_come_in_fewer_fragments_unless_the_interval_is_0(server, ho
     assert gathered[0].tokens_count == 1  # the first text is not held back
     assert len(gathered) < 50 < len(per_token)
 
+
+
+def test_a_client_on_this_machine_gets_its_own_fragment_interval(serve, short_tmp):
+    """``LMHOST_SDK_LOCAL_FRAGMENT_MS`` (100 by default) gathers the fragments of a client on
+    this machine, which shares the model's cores; ``LMHOST_SDK_FRAGMENT_MS`` those of a client
+    elsewhere (here through a proxy whose forwarded address is not trusted). The tiny model's
+    200 tokens come about a millisecond apart."""
+    both = serve(write_sdk_models(short_tmp / "models"),
+                 env=clean_env(LMHOST_SDK_LOCAL_FRAGMENT_MS="1000", LMHOST_SDK_FRAGMENT_MS="0",
+                               LMHOST_SDK_FIRST_PAUSE_MS="0", LMHOST_INSTANCE_THREADS="1"))
+    host = both.url.removeprefix("http://")
+    with lmstudio.Client(host) as client:
+        client.llm.load_new_instance("tiny-llama")
+    local = fragment_stamps(host, {})
+    elsewhere = fragment_stamps(host, {"X-Forwarded-For": "203.0.113.9"})
+    assert len(elsewhere) == 200  # one a token
+    # the first at once, then the text that came within a second of the one before it
+    assert 2 <= len(local) < 10, len(local)
 
 def test_typescript_client_model_management(server, host):
     node = require_node()
