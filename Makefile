@@ -50,9 +50,9 @@ openapi-snapshot: $(STAMP)
 # Benchmarks print lmhost next to in-process llama-cpp-python, llama.cpp's llama-server and
 # gguf, and write their figures (.bench/results/*.json); bench/report.py puts them in
 # bench/RESULTS.md and bench/results.png (bench/estimate_accuracy.py prints its table only).
-# Generation is measured over 9 interleaved rounds, its ratios round by round (bench/report.py):
-# a 2-core VM's speed drifts too much for one side's p50 against another's. About 16 minutes
-# in all, on a quiet machine (the first run also builds llama-server, about 5 minutes more:
+# Generation is measured over 15 interleaved rounds, its ratios round by round (bench/report.py):
+# one run of a side strays by ~8% here, so 9 rounds left a p50 ratio ~4% of chance. About 25
+# minutes in all, on a quiet machine (the first run also builds llama-server, about 5 minutes more:
 # bench/llama_server.py).
 # `make bench QUICK=1`: few runs, few tokens, the report in .bench/results/ (not bench/): a
 # check that everything runs, not figures to quote.
@@ -66,7 +66,7 @@ BENCH_SDK_ARGS := --runs 2 --requests 20
 BENCH_STEPS_ARGS := --tokens 32 --runs 2
 BENCH_REPORT_ARGS := --quick --markdown $(BENCH_OUT)/RESULTS.md --png $(BENCH_OUT)/results.png
 else
-BENCH_THROUGHPUT_ARGS := --runs 9
+BENCH_THROUGHPUT_ARGS := --runs 15
 endif
 
 $(BENCH_STAMP): $(STAMP)
