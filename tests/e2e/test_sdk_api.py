@@ -243,7 +243,6 @@ def test_fast_tokens_come_in_fewer_fragments_unless_the_interval_is_0(server, ho
     assert len(gathered) < 50 < len(per_token)
 
 
-
 def test_a_client_on_this_machine_gets_its_own_fragment_interval(serve, short_tmp):
     """``LMHOST_SDK_LOCAL_FRAGMENT_MS`` (100 by default) gathers the fragments of a client on
     this machine, which shares the model's cores; ``LMHOST_SDK_FRAGMENT_MS`` those of a client
@@ -260,6 +259,7 @@ def test_a_client_on_this_machine_gets_its_own_fragment_interval(serve, short_tm
     assert len(elsewhere) == 200  # one a token
     # the first at once, then the text that came within a second of the one before it
     assert 2 <= len(local) < 10, len(local)
+
 
 def test_typescript_client_model_management(server, host):
     node = require_node()
