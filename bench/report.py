@@ -242,6 +242,9 @@ def throughput_rows(t: Table, f: dict) -> None:
     counts = sorted({c for key, _ in REAL_SIDES if rs.get(key) for c in rs[key]["token_counts"]})
     t.plain("tokens generated per run, every plain side", ", ".join(map(str, counts)),
             target="equal", met=real["tokens_match"])
+    if "same_story" in real:  # since run K
+        t.plain("the same story in every run, in-process and on every lmhost wire (one seed)",
+                "yes" if real["same_story"] else "no", target="equal", met=real["same_story"])
     if "inproc_structured" in rs and "v1_structured" in rs:
         t.at_least("JSON schema: structured / plain tok/s, /v1", rs["v1_structured"]["decode_tps"],
                    rs["v1"]["decode_tps"], "/v1 plain", "tok/s", None)

@@ -571,11 +571,14 @@ class Server(common.Server):
                 return row["socket"]
         raise BenchError(f"instance {identifier!r} is not in the instance table")
 
-    def load(self, identifier: str, model: str = MODEL_KEY) -> float:
+    def load(self, identifier: str, model: str = MODEL_KEY, seed: int | None = None) -> float:
+        """`seed`: the instance's own, for requests that give none."""
         started = time.perf_counter()
-        status, answer, body = post_json(self.port, "/api/v1/models/load",
-                                         {"model": model, "context_length": N_CTX,
-                                          "identifier": identifier}, LOAD_TIMEOUT_S)
+        request = {"model": model, "context_length": N_CTX, "identifier": identifier}
+        if seed is not None:
+            request["seed"] = seed
+        status, answer, body = post_json(self.port, "/api/v1/models/load", request,
+                                         LOAD_TIMEOUT_S)
         if status != 200 or not answer or answer.get("instance_id") != identifier:
             raise BenchError(f"load of {identifier!r}: HTTP {status}: {body[:500]!r}")
         return time.perf_counter() - started
@@ -943,7 +946,7 @@ def native_chat(port: int, what: str) -> dict:
                "store": False, **{k: v for k, v in REAL_SAMPLING.items() if k != "seed"}}
     stamps, text, tokens = [], [], 0
     start = time.perf_counter()
-    # /api/v1/chat has no seed: the instance samples with the seed it was loaded with
+    # /api/v1/chat has no seed: the instance samples with the one it was loaded with (SEED)
     for now, name, data in sse_lines(port, "/api/v1/chat", payload, what,
                                      REQUEST_TIMEOUT_S):
         event = json.loads(data)
@@ -974,8 +977,9 @@ def sdk_chat(llm, what: str) -> dict:
     chat.add_user_message(REAL_MESSAGES[1]["content"])
     config = {"temperature": REAL_SAMPLING["temperature"], "topPSampling": REAL_SAMPLING["top_p"],
               "topKSampling": REAL_SAMPLING["top_k"], "minPSampling": REAL_SAMPLING["min_p"],
-              "repeatPenalty": REAL_SAMPLING["repeat_penalty"], "seed": REAL_SAMPLING["seed"],
-              "maxTokens": REAL_TOKENS}
+              "repeatPenalty": REAL_SAMPLING["repeat_penalty"], "maxTokens": REAL_TOKENS}
+    # no seed: lmstudio 1.5's prediction config has none (it drops the key), so the instance
+    # samples with the one it was loaded with, SEED (real_model_wires)
     stamps, text = [], []
     start = time.perf_counter()
     stream = llm.respond_stream(chat, config=config)
@@ -998,8 +1002,6 @@ def sdk_wire_chat(wire, what: str) -> dict:
                "value": {"checked": True, "value": REAL_SAMPLING["min_p"]}},
               {"key": "llm.prediction.repeatPenalty",
                "value": {"checked": True, "value": REAL_SAMPLING["repeat_penalty"]}},
-              {"key": "llm.prediction.seed", "value": {"checked": True,
-                                                       "value": REAL_SAMPLING["seed"]}},
               {"key": "llm.prediction.maxPredictedTokens",
                "value": {"checked": True, "value": REAL_TOKENS}}]
     stamps, text, tokens = [], [], 0
@@ -1026,8 +1028,11 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
             f"LMHOST_INSTANCE_THREADS={args.threads}: healthy after {up:.2f} s")
-        took = server.load("smol", model=REAL_KEY)
-        log(f"    POST /api/v1/models/load ({REAL_KEY}, identifier 'smol'): {took:.2f} s")
+        # the seed of every request that gives none: /api/v1/chat's, and the official
+        # Python SDK's, whose prediction config has no seed (it drops the key)
+        took = server.load("smol", model=REAL_KEY, seed=SEED)
+        log(f"    POST /api/v1/models/load ({REAL_KEY}, identifier 'smol', seed {SEED}): "
+            f"{took:.2f} s")
         settle(server, 1)
         inproc = InProcChat(model, args.threads, args, work)
         client = lmstudio.Client(f"{HOST}:{server.port}")
@@ -1084,10 +1089,11 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             report_runs(runs[kind])
             out[kind] = summary(runs[kind])
             out[kind]["token_counts"] = [r["tokens"] for r in runs[kind]]
-    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "sdk", "sdk_wire", "socket")}
+    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "native", "sdk", "sdk_wire", "socket")}
     other = [k for k, t in texts.items() if t != texts["inproc"]]
+    out["same_story"] = len(set().union(*texts.values())) == 1
     log(f"    the same story everywhere (same seed): "
-        f"{'yes' if len(set().union(*texts.values())) == 1 else 'NO'}"
+        f"{'yes' if out['same_story'] else 'NO'}"
         + (f" (not in-process's: {', '.join(other)})" if other else ""))
     plain = [k for k in ("inproc", "v1", "native", "sdk", "sdk_wire", "socket", "llama_server")
              if k in out]
@@ -1331,6 +1337,7 @@ def run(args, work: Path) -> int:
         "scaling": sc,
         "extra_buffer_types": {"on": eb.get(True), "off": eb.get(False)},
         "real_model": {"key": REAL_KEY, "tokens_match": rw["tokens_match"],
+                       "same_story": rw["same_story"],
                        "sides": {kind: {**_figures(rw[kind]),
                                         "token_counts": rw[kind]["token_counts"]}
                                  for kind in ("inproc", "v1", "native", "sdk", "sdk_wire",
