@@ -27,8 +27,8 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
 | sdk_max_sockets | LMHOST_SDK_MAX_SOCKETS | 256          | LM Studio SDK websockets per HTTP worker (each holds a thread) |
 | sdk_discovery | LMHOST_SDK_DISCOVERY | 1                | also listen on the first free SDK discovery port (127.0.0.1) |
-| sdk_fragment_ms | LMHOST_SDK_FRAGMENT_MS | 40           | an SDK prediction fragment gathers the text that comes within this many ms of the last one (0: one fragment a token) |
-| sdk_local_fragment_ms | LMHOST_SDK_LOCAL_FRAGMENT_MS | 100 | the same for an SDK client on this machine, which shares the model's cores; 0 to 1000 |
+| sdk_fragment_ms | LMHOST_SDK_FRAGMENT_MS | 40           | an SDK prediction fragment for a client elsewhere gathers the text that comes within this many ms of the last one (0: one fragment a token); 0 to 1000 |
+| sdk_local_fragment_ms | LMHOST_SDK_LOCAL_FRAGMENT_MS | 100  | the same for an SDK client on this machine, which shares the model's cores (0: one fragment a token); 0 to 1000 |
 | sdk_first_pause_ms | LMHOST_SDK_FIRST_PAUSE_MS | 3      | for an SDK client on this machine, a prediction's second token waits this many ms after its first fragment went out, leaving it the cores (0: no wait); 0 to 50 |
 | api_tokens   | LMHOST_API_TOKENS   | (none)             | comma-separated `token` or `token:scope` (admin, inference) |
 | api_tokens_file | LMHOST_API_TOKENS_FILE | (none)         | one `token[:scope]` a line, `#` comments; reread on HUP |

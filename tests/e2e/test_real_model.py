@@ -104,7 +104,8 @@ def test_respond_returns_text_and_stats(host):
                                     on_prompt_processing_progress=progress.append)
         fragments = list(stream)
         result = stream.result()
-        # streamed: several fragments (fast tokens gathered, LMHOST_SDK_FRAGMENT_MS), every token
+        # streamed: several fragments (fast tokens gathered over LMHOST_SDK_LOCAL_FRAGMENT_MS:
+        # this client is on this machine), every token
         assert len(fragments) > 1 and "".join(f.content for f in fragments) == result.content
         assert sum(f.tokens_count for f in fragments) == result.stats.predicted_tokens_count
         assert "Paris" in result.content and result.stats.stop_reason == "eosFound"

@@ -1,7 +1,7 @@
 """`Gatherer`: an instance merges a job's fast text lines into fewer (the SDK's prediction
-fragments, ``LMHOST_SDK_FRAGMENT_MS``): the first at once, none held past the interval while
-tokens come steadily, every other line in its place. A fake clock; then once through the real
-instance server with a scripted engine."""
+fragments, ``LMHOST_SDK_FRAGMENT_MS`` / ``LMHOST_SDK_LOCAL_FRAGMENT_MS``): the first at
+once, none held past the interval while tokens come steadily, every other line in its
+place. A fake clock; then once through the real instance server with a scripted engine."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """A job's fast text lines merged into fewer, on the instance (a ``generate`` request's
-``"gather": seconds``: the SDK's prediction fragments, ``LMHOST_SDK_FRAGMENT_MS``).
+``"gather": seconds``: the SDK's prediction fragments, ``LMHOST_SDK_FRAGMENT_MS`` or, for a
+client on this machine, ``LMHOST_SDK_LOCAL_FRAGMENT_MS``).
 
 Why here and not in the HTTP worker: a worker woken for every token takes a core from
 llama.cpp's threads on a host with no core to spare (on 2 cores, a relaying worker cost 11 % of
