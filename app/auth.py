@@ -133,7 +133,6 @@ class Auth:
     def __init__(self, settings: Settings):
         self.enabled = settings.auth_enabled
         self.trust_loopback = settings.sdk_trust_loopback
-        self.forwarded_proxies = settings.forwarded_proxies
         self.problem: str | None = None  # why the tokens could not be read (fail closed)
         try:
             tokens = read_tokens(settings) if self.enabled else {}
@@ -184,17 +183,18 @@ class Auth:
 
     # -- SDK sockets -----------------------------------------------------------------------
 
-    def sdk_scope(self, frame: dict, environ: dict) -> str:
+    def sdk_scope(self, frame: dict, local: bool) -> str:
         """The scope of an SDK socket whose authentication frame is `frame` (LM Studio's
         ``apiToken`` ``sk-lm-<id>:<secret>`` arrives as identifier and passkey). A socket
         without a valid token is let in as admin only when ``LMHOST_SDK_TRUST_LOOPBACK`` is on
-        and it comes from loopback, not through a proxy whose forwarded address we ignore."""
+        and it is `local` (`is_local_client`: from loopback, not through a proxy whose
+        forwarded address we ignore)."""
         if not self.enabled:
             return ADMIN
         scope = self.scope_of(f"sk-lm-{frame['clientIdentifier']}:{frame['clientPasskey']}")
         if scope is not None:
             return scope
-        if self.trust_loopback and is_local_client(environ, self.forwarded_proxies):
+        if self.trust_loopback and local:
             return ADMIN
         raise AuthRefused(
             "lmhost needs an API token: give the TypeScript client its apiToken "

@@ -40,6 +40,7 @@ def sdk_socket(ws, namespace):
     sdk = current_app.extensions["lmhost_sdk"]
     served = sdk.namespaces.get(namespace) or Namespace(name=namespace, rpc={}, channels={})
     auth, environ = auth_of(current_app), request.environ
-    gate = (lambda frame: auth.sdk_scope(frame, environ)) if auth.enabled else None
+    # one answer per socket, for the token check and for the prediction's pace
     local = is_local_client(environ, engine().settings.forwarded_proxies)
+    gate = (lambda frame: auth.sdk_scope(frame, local)) if auth.enabled else None
     Session(ws, served, sdk.registry, gate, local_client=local).run()
