@@ -2,7 +2,7 @@
 """Check lmhost's GPU path for real, on a host with an NVIDIA GPU and llama-cpp-python built with CUDA.
 
 The suite tests the GPU code against a fake `pynvml` (this project's CI has no GPU); this script
-is what to run where a GPU is lent. Three parts, each reported even when another fails:
+is what to run where a GPU is lent. Its parts, each reported even when another fails:
 
 1. **NVML as lmhost reads it** (`workers.nvml.Nvml`) next to ``nvidia-smi``'s own query of the
    same GPUs: name, total, used, free, the driver's reserve.
@@ -20,8 +20,14 @@ is what to run where a GPU is lent. Three parts, each reported even when another
    ``lmhost unload``.
 5. **The official Python SDK in GPU mode**: ``load_new_instance`` with ``gpu: {ratio}``, the
    load config it reads back, a completion, the instance's memory, ``unload()``.
+6. **The official TypeScript SDK in GPU mode**, where ``--node`` names a node binary:
+   ``client.llm.load`` with ``gpu: {ratio}``, ``getLoadConfig()``, a completion, the instance's
+   memory, ``client.llm.unload``; each step a fresh node process running a script as a user
+   writes one, with ``@lmstudio/sdk`` from ``--node-modules`` (default: the end-to-end tests'
+   ``tests/e2e/node/node_modules``, after ``npm ci`` there).
 
-    python bench/gpu_check.py [--rounds N] [--tokens N] [--llama-server PATH] [--json PATH] [--keep]
+    python bench/gpu_check.py [--rounds N] [--tokens N] [--llama-server PATH] [--node PATH]
+                              [--node-modules DIR] [--json PATH] [--keep]
 
 Exit status 0 when every part ran, 2 when one failed (its reason printed).
 """
@@ -49,8 +55,10 @@ MiB = 1 << 20
 IDENTIFIER = "gpu-check"
 PARTIAL_ID, PARTIAL_RATIO = "gpu-half", 0.5     # [4], through the CLI
 SDK_ID, SDK_RATIO = "gpu-sdk", 0.25             # [5], through the official Python client
+TS_ID, TS_RATIO = "gpu-ts", 0.5                 # [6], through the official TypeScript client
 ALL_LAYERS = 999                                # llama-server's -ngl for every layer
 CLI_TIMEOUT_S = 120.0
+NODE_TIMEOUT_S = 120.0
 SMI_TIMEOUT_S = 20.0
 RELEASE_DEADLINE_S = 15.0
 
@@ -319,6 +327,71 @@ def check_sdk(server: Server, figures: dict) -> None:
         raise BenchError(f"{SDK_ID} is still loaded after unload()")
 
 
+# [6]'s scripts (argv: the server's ws:// URL, then their own); each prints one JSON line. The
+# load and the unload are separate processes so that the instance's memory is read in between.
+TS_LOAD = """import { LMStudioClient } from "@lmstudio/sdk";
+const [url, key, identifier, ratio, contextLength] = process.argv.slice(2);
+const client = new LMStudioClient({ baseUrl: url, verboseErrorMessages: false });
+const llm = await client.llm.load(key, { identifier, verbose: false,
+  config: { gpu: { ratio: Number(ratio) }, contextLength: Number(contextLength) } });
+const config = await llm.getLoadConfig();
+const result = await llm.complete("Once upon a time", { maxTokens: 32 });
+console.log(JSON.stringify({ identifier: llm.identifier, gpu: config.gpu,
+                             contextLength: config.contextLength, stats: result.stats }));
+"""
+TS_UNLOAD = """import { LMStudioClient } from "@lmstudio/sdk";
+const [url, identifier] = process.argv.slice(2);
+const client = new LMStudioClient({ baseUrl: url, verboseErrorMessages: false });
+await client.llm.unload(identifier);
+console.log(JSON.stringify({ loaded: (await client.llm.listLoaded()).map((m) => m.identifier) }));
+"""
+
+
+def node_script(args, work: Path, name: str, code: str, *argv: str) -> dict:
+    """Runs `code` as ``WORK/NAME.mjs`` with ``args.node``, as a user runs a script: ES modules
+    resolve ``@lmstudio/sdk`` from a node_modules beside the script (a link to
+    ``args.node_modules``). Its last line of output is its JSON answer."""
+    script = work / f"{name}.mjs"
+    script.write_text(code)
+    modules = work / "node_modules"
+    if not modules.exists():
+        modules.symlink_to(Path(args.node_modules).resolve())
+    try:
+        done = subprocess.run([str(args.node), str(script), *argv], cwd=work, capture_output=True,
+                              text=True, timeout=NODE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"node {name}.mjs: no answer in {NODE_TIMEOUT_S:.0f} s") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise BenchError(f"node {name}.mjs: exit {done.returncode}: {done.stderr.strip()[-800:]}")
+    return json.loads(lines[-1])
+
+
+def check_ts_sdk(server: Server, args, work: Path, figures: dict) -> None:
+    log(f"\n[6] the official TypeScript SDK in GPU mode: client.llm.load with gpu ratio {TS_RATIO}")
+    url = f"ws://127.0.0.1:{server.port}"
+    loaded = node_script(args, work, "ts-load", TS_LOAD, url, MODEL_KEY, TS_ID, str(TS_RATIO),
+                         str(N_CTX))
+    stats = loaded.get("stats") or {}
+    log(f"    getLoadConfig(): gpu {loaded.get('gpu')}, "
+        f"context length {loaded.get('contextLength')}")
+    log(f"    complete(): {stats.get('predictedTokensCount')} tokens, "
+        f"{stats.get('tokensPerSecond') or 0:.1f} tok/s, stop {stats.get('stopReason')!r}")
+    row = instance_row(resources(server), TS_ID)
+    log(f"    {memory_line(row)}")
+    left = node_script(args, work, "ts-unload", TS_UNLOAD, url, TS_ID)["loaded"]
+    log(f"    client.llm.unload(): loaded now {left}")
+    figures["ts_sdk"] = {"gpu": loaded.get("gpu"), "tokens": stats.get("predictedTokensCount"),
+                         "estimate": row["estimate"], "measured": row["measured"],
+                         "gpu_error": gpu_error(row)}
+    if not stats.get("predictedTokensCount"):
+        raise BenchError("the TypeScript SDK's completion brought no tokens")
+    if gpu_error(row) is None:
+        raise BenchError("the TypeScript-loaded instance holds no GPU memory by NVML")
+    if TS_ID in left:
+        raise BenchError(f"{TS_ID} is still loaded after client.llm.unload")
+
+
 def run(args, work: Path) -> int:
     from lmhost.synthetic import write_bench_model
     from config import load_settings
@@ -342,7 +415,10 @@ def run(args, work: Path) -> int:
                             ("[3]", lambda: check_throughput(server, model, args, work, figures)),
                             ("[2] unload", lambda: check_unload(server, figures)),
                             ("[4]", lambda: check_partial_cli(server, figures)),
-                            ("[5]", lambda: check_sdk(server, figures))):
+                            ("[5]", lambda: check_sdk(server, figures)),
+                            ("[6]", lambda: check_ts_sdk(server, args, work, figures))):
+            if part == "[6]" and args.node is None:
+                continue
             try:
                 check()
             except Exception as exc:  # noqa: BLE001 - each part reported, the others still run
@@ -364,6 +440,11 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default="Once upon a time")
     parser.add_argument("--llama-server", type=Path, dest="llama_server",
                         help="a llama-server built with CUDA, run against lmhost in [3]")
+    parser.add_argument("--node", type=Path,
+                        help="a node binary: [6] drives lmhost with the official TypeScript SDK")
+    parser.add_argument("--node-modules", type=Path, dest="node_modules",
+                        default=Path(__file__).resolve().parents[1] / "tests/e2e/node/node_modules",
+                        help="where @lmstudio/sdk is installed (default: tests/e2e/node's)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     add_json_option(parser)
     args = parser.parse_args(argv)
