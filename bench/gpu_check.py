@@ -369,6 +369,9 @@ def node_script(args, work: Path, name: str, code: str, *argv: str) -> dict:
 
 def check_ts_sdk(server: Server, args, work: Path, figures: dict) -> None:
     log(f"\n[6] the official TypeScript SDK in GPU mode: client.llm.load with gpu ratio {TS_RATIO}")
+    if not (Path(args.node_modules) / "@lmstudio" / "sdk").is_dir():
+        raise BenchError(f"no @lmstudio/sdk in {args.node_modules} (npm ci in tests/e2e/node, "
+                         "or --node-modules)")
     url = f"ws://127.0.0.1:{server.port}"
     loaded = node_script(args, work, "ts-load", TS_LOAD, url, MODEL_KEY, TS_ID, str(TS_RATIO),
                          str(N_CTX))
@@ -384,6 +387,8 @@ def check_ts_sdk(server: Server, args, work: Path, figures: dict) -> None:
     figures["ts_sdk"] = {"gpu": loaded.get("gpu"), "tokens": stats.get("predictedTokensCount"),
                          "estimate": row["estimate"], "measured": row["measured"],
                          "gpu_error": gpu_error(row)}
+    if (loaded.get("gpu") or {}).get("ratio") != TS_RATIO:
+        raise BenchError(f"getLoadConfig() gave gpu {loaded.get('gpu')}, not ratio {TS_RATIO}")
     if not stats.get("predictedTokensCount"):
         raise BenchError("the TypeScript SDK's completion brought no tokens")
     if gpu_error(row) is None:
@@ -429,7 +434,7 @@ def run(args, work: Path) -> int:
     write_json(args, "gpu_check", figures)
     if failed:
         raise BenchError("; ".join(failed))
-    log("\nevery part ran")
+    log("\nevery part ran" + ("" if args.node else " ([6] left out: no --node)"))
     return 0
 
 

@@ -53,7 +53,8 @@ if want setup; then
   echo "$($PY --version), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)," \
        "flags: $(grep -m1 -o -w -E 'avx2|avx512f|avx512_vnni|amx_tile|amx_int8' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   nvcc --version | tail -1; cmake --version | head -1; ninja --version
-  echo "repo at $(git -C "$REPO" log -1 --format='%h %cI' 2>/dev/null || echo '(no git here)');" \
+  echo "repo at $(git -C "$REPO" log -1 --format='%h %cI' 2>/dev/null || echo '(no git here)')" \
+       "$(git -C "$REPO" status --short 2>/dev/null | tr '\n' ' ');" \
        "bench scripts md5 $(cat bench/estimate_accuracy.py bench/gpu_check.py | md5sum | cut -c1-12)"
   if [ ! -f "$SITE/.lmh-installed" ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -97,7 +98,7 @@ if want build; then
 fi
 
 if want estimate; then
-  stamp "estimate: bench/estimate_accuracy.py --gpu --no-smollm2"
+  stamp "estimate: bench/estimate_accuracy.py --gpu --no-smollm2 $EST_ARGS (CUDA_FA=$CUDA_FA, targets $TARGETS)"
   timeout -s INT -k 20 "$(bound 260 70)" $PY bench/estimate_accuracy.py --gpu --no-smollm2 $EST_ARGS 2>&1 \
     | tee "$OUT/estimate_gpu.log"
   echo "estimate_accuracy exit ${PIPESTATUS[0]}"
