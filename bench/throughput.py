@@ -24,11 +24,13 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
      types (``--no-repack`` where the engine probe turned them off), one slot, and the same
      request as ``POST /v1/completions`` plus ``ignore_eos`` (every side generates exactly
      ``--tokens`` tokens: checked);
-   all alive all along, one untimed warm-up each, then ``--runs`` runs each, interleaved:
-   in-process, HTTP, in-process (untimed spacer), socket, llama-server, in-process, ... The
+   all alive all along, one untimed warm-up each, then ``--runs`` rounds of one run each, in
+   a new order each round (`shuffled_rounds`: seeded, so repeatable), with an untimed spacer
+   run in another process where a side would come straight after a run in its own. The
    machine's speed drifts by 10% and more over a minute on a small VM, and a completion's
    first token comes later (6 -> 15 ms here) when the run before it was in another process:
-   interleaving gives every side the same of both. Every timed run starts `SETTLE_S` after the
+   interleaving gives every side the same of both, and the shuffle keeps any one side from
+   always following the same other one. Every timed run starts `SETTLE_S` after the
    run before it, whose llama.cpp threads would otherwise still spin on the cores. Also: the
    CPU time the HTTP path costs per token outside the instance (gunicorn, this client), and
    whether all generate the same text (same seed and threads);
@@ -92,6 +94,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import select
 import signal
 import subprocess
@@ -266,6 +269,30 @@ class Measure:
 
     def runs(self, action: Callable[[], dict]) -> list[dict]:
         return [self.one(action) for _ in range(self.args.runs)]
+
+
+def shuffled_rounds(runs: int, sides: dict[str, Callable[[], dict]], process: dict[str, str],
+                    spacer: Callable[[str], str]) -> dict[str, list[dict]]:
+    """`runs` rounds of one timed run of every side, in a new order each round, drawn by an
+    RNG seeded with `SEED` (a run of the bench can be repeated). In one fixed order, a side
+    would always follow the same other side, and what that one leaves behind (its threads,
+    its process's last work, the cores' state) would count for or against it in every round;
+    shuffled, it falls on every side alike. A side whose run would come straight after a run
+    in its own process (`process`: side -> the process that serves it) first gets an untimed
+    run elsewhere, `spacer(its process)`, which returns the process the spacer ran in: every
+    timed run follows a run in another process, as a request to a server usually does."""
+    rng = random.Random(SEED)
+    out: dict[str, list[dict]] = {side: [] for side in sides}
+    last = None
+    for _ in range(runs):
+        order = list(sides)
+        rng.shuffle(order)
+        for side in order:
+            if process[side] == last:
+                last = spacer(last)
+            out[side].append(sides[side]())
+            last = process[side]
+    return out
 
 
 def disturbed_note(result: dict) -> str:
@@ -703,21 +730,30 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
         relay_measure = Measure(watch, args, "HTTP, relayed")
         sock_measure = Measure(watch, args, "instance socket")
         peer_measure = Measure(watch, args, "llama-server")
-        in_runs, sock_runs, http_runs, relay_runs, peer_runs = [], [], [], [], []
-        for _ in range(args.runs):
-            # Every timed run follows a run in another process (see the docstring): the
-            # in-process runs between two lmhost runs are spacers, not timed.
-            in_runs.append(in_measure.one(lambda: inproc.completion("in-process run")))
-            http_runs.append(http_measure.one(lambda: http_run(server, "HTTP run")))
+        sides = {
+            "in": lambda: in_measure.one(lambda: inproc.completion("in-process run")),
+            "http": lambda: http_measure.one(lambda: http_run(server, "HTTP run")),
+            "sock": lambda: sock_measure.one(
+                lambda: socket_completion(socket_path, args, "instance socket run")),
+            "peer": lambda: peer_measure.one(lambda: stream_completion(
+                peer.port, "bench", args, "llama-server run", IGNORE_EOS)),
+            "relay": lambda: relay_measure.one(lambda: http_run(relay, "relayed HTTP run")),
+        }
+        if peer is None:
+            del sides["peer"]
+        # /v1 and the socket are the same instance's; the relaying server has its own
+        process = {"in": "in", "http": "a", "sock": "a", "peer": "peer", "relay": "relay"}
+
+        def spacer(after: str) -> str:
+            if after == "in":
+                socket_completion(socket_path, args, "instance socket spacer")
+                return "a"
             inproc.completion("in-process spacer")
-            sock_runs.append(sock_measure.one(
-                lambda: socket_completion(socket_path, args, "instance socket run")))
-            if peer is not None:
-                peer_runs.append(peer_measure.one(lambda: stream_completion(
-                    peer.port, "bench", args, "llama-server run", IGNORE_EOS)))
-            else:
-                inproc.completion("in-process spacer")
-            relay_runs.append(relay_measure.one(lambda: http_run(relay, "relayed HTTP run")))
+            return "in"
+        runs = shuffled_rounds(args.runs, sides, process, spacer)
+        in_runs, sock_runs, http_runs, relay_runs = (runs["in"], runs["sock"], runs["http"],
+                                                     runs["relay"])
+        peer_runs = runs.get("peer", [])
         server.unload("a")
         relay.unload("a")
     except (BenchError, OSError) as exc:
@@ -1057,15 +1093,24 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             action()  # warm-up
         wait_quiet(args.quiet_wait, "the runs")
         measures = {kind: Measure(watch, args, kind) for kind in kinds}
-        runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
-        for _ in range(args.runs):
-            for kind, action in kinds.items():
-                # every lmhost run follows an in-process one, as in [2]
-                if kind in ("native", "sdk", "sdk_wire", "socket", "v1_structured"):
-                    inproc.chat(kind == "v1_structured", "in-process spacer")
+
+        def timed(kind: str) -> Callable[[], dict]:
+            def run_it() -> dict:
                 if kind == "sdk_wire":
                     wire.refresh()  # the pings it left while idle, before the run's settling
-                runs[kind].append(measures[kind].one(action))
+                return measures[kind].one(kinds[kind])
+            return run_it
+
+        def spacer(after: str) -> str:
+            if after == "in":
+                socket_chat(socket_path, "instance socket spacer")
+                return "smol"
+            inproc.chat(False, "in-process spacer")
+            return "in"
+        # every lmhost side is the one instance's; in-process plain and structured one process
+        process = {kind: ("in" if kind.startswith("inproc") else
+                          "peer" if kind == "llama_server" else "smol") for kind in kinds}
+        runs = shuffled_rounds(args.runs, {kind: timed(kind) for kind in kinds}, process, spacer)
         if wire.reconnects:
             log(f"    the minimal SDK client connected again {wire.reconnects} times: it had "
                 "left the server's ping unanswered while idle")
