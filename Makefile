@@ -51,9 +51,9 @@ openapi-snapshot: $(STAMP)
 # gguf, and write their figures (.bench/results/*.json); bench/report.py puts them in
 # bench/RESULTS.md and bench/results.png (bench/estimate_accuracy.py prints its table only).
 # Generation is measured over 15 interleaved rounds, its ratios round by round (bench/report.py):
-# one run of a side strays by ~9% here, so 9 rounds left a p50 ratio ~4% of chance. About 25
-# minutes in all, on a quiet machine (the first run also builds llama-server, about 5 minutes more:
-# bench/llama_server.py).
+# one run of a side strays by ~9% here, so 9 rounds left a p50 ratio ~4% of chance. About 11
+# (AMD EPYC) to 25 (Intel Xeon) minutes in all, on a quiet 2-core machine (the first run also
+# builds llama-server, about 5 minutes more: bench/llama_server.py).
 # `make bench QUICK=1`: few runs, few tokens, the report in .bench/results/ (not bench/): a
 # check that everything runs, not figures to quote.
 BENCH_OUT := .bench/results
