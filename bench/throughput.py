@@ -25,8 +25,9 @@ exactly ``--tokens`` tokens of printable text, so every run does the same amount
      request as ``POST /v1/completions`` plus ``ignore_eos`` (every side generates exactly
      ``--tokens`` tokens: checked);
    all alive all along, one untimed warm-up each, then ``--runs`` rounds of one run each, in
-   a new order each round (`shuffled_rounds`: seeded, so repeatable), with an untimed spacer
-   run in another process where a side would come straight after a run in its own. The
+   a new order each round (`shuffled_rounds`, from ``--order-seed``, new and logged each run
+   unless given), with an untimed spacer run in another process, drawn at random, where a
+   side would come straight after a run in its own. The
    machine's speed drifts by 10% and more over a minute on a small VM, and a completion's
    first token comes later (6 -> 15 ms here) when the run before it was in another process:
    interleaving gives every side the same of both, and the shuffle keeps any one side from
@@ -272,24 +273,26 @@ class Measure:
 
 
 def shuffled_rounds(runs: int, sides: dict[str, Callable[[], dict]], process: dict[str, str],
-                    spacer: Callable[[str], str]) -> dict[str, list[dict]]:
-    """`runs` rounds of one timed run of every side, in a new order each round, drawn by an
-    RNG seeded with `SEED` (a run of the bench can be repeated). In one fixed order, a side
-    would always follow the same other side, and what that one leaves behind (its threads,
-    its process's last work, the cores' state) would count for or against it in every round;
-    shuffled, it falls on every side alike. A side whose run would come straight after a run
-    in its own process (`process`: side -> the process that serves it) first gets an untimed
-    run elsewhere, `spacer(its process)`, which returns the process the spacer ran in: every
-    timed run follows a run in another process, as a request to a server usually does."""
-    rng = random.Random(SEED)
+                    spacers: dict[str, Callable[[], object]], seed: int,
+                    last: str | None) -> dict[str, list[dict]]:
+    """`runs` rounds of one timed run of every side, in a new order each round, drawn from
+    `seed` (``--order-seed``; logged, so a run of the bench can be repeated). In one fixed order
+    a side would always follow the same other side, and what that one leaves behind (its
+    threads, its process's last work, the cores' state) would count for or against it in
+    every round. A side whose run would come straight after a run in its own process
+    (`process`: side -> the process that serves it; `last`: where the runs before these ran,
+    the warm-ups) first gets an untimed run in another one, drawn from `spacers` (process ->
+    an untimed run there): every timed run follows a run in another process, as a request
+    to a server usually does, and not always the same one."""
+    rng = random.Random(seed)
     out: dict[str, list[dict]] = {side: [] for side in sides}
-    last = None
     for _ in range(runs):
         order = list(sides)
         rng.shuffle(order)
         for side in order:
             if process[side] == last:
-                last = spacer(last)
+                last = rng.choice(sorted(p for p in spacers if p != last))
+                spacers[last]()
             out[side].append(sides[side]())
             last = process[side]
     return out
@@ -744,13 +747,15 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
         # /v1 and the socket are the same instance's; the relaying server has its own
         process = {"in": "in", "http": "a", "sock": "a", "peer": "peer", "relay": "relay"}
 
-        def spacer(after: str) -> str:
-            if after == "in":
-                socket_completion(socket_path, args, "instance socket spacer")
-                return "a"
-            inproc.completion("in-process spacer")
-            return "in"
-        runs = shuffled_rounds(args.runs, sides, process, spacer)
+        spacers = {"in": lambda: inproc.completion("in-process spacer"),
+                   "a": lambda: socket_completion(socket_path, args, "instance socket spacer"),
+                   "peer": lambda: stream_completion(peer.port, "bench", args,
+                                                     "llama-server spacer", IGNORE_EOS)}
+        if peer is None:
+            del spacers["peer"]
+        runs = shuffled_rounds(args.runs, sides, process, spacers, args.order_seed,
+                               last="peer" if peer is not None else "relay")  # the warm-ups'
+
         in_runs, sock_runs, http_runs, relay_runs = (runs["in"], runs["sock"], runs["http"],
                                                      runs["relay"])
         peer_runs = runs.get("peer", [])
@@ -1101,16 +1106,18 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
                 return measures[kind].one(kinds[kind])
             return run_it
 
-        def spacer(after: str) -> str:
-            if after == "in":
-                socket_chat(socket_path, "instance socket spacer")
-                return "smol"
-            inproc.chat(False, "in-process spacer")
-            return "in"
+        spacers = {"in": lambda: inproc.chat(False, "in-process spacer"),
+                   "smol": lambda: socket_chat(socket_path, "instance socket spacer"),
+                   "peer": lambda: openai_chat(peer.port, False, "llama-server spacer",
+                                               IGNORE_EOS)}
+        if peer is None:
+            del spacers["peer"]
         # every lmhost side is the one instance's; in-process plain and structured one process
         process = {kind: ("in" if kind.startswith("inproc") else
                           "peer" if kind == "llama_server" else "smol") for kind in kinds}
-        runs = shuffled_rounds(args.runs, {kind: timed(kind) for kind in kinds}, process, spacer)
+        runs = shuffled_rounds(args.runs, {kind: timed(kind) for kind in kinds}, process,
+                               spacers, args.order_seed + 5,  # [5]'s own draw
+                               last=process[list(kinds)[-1]])  # the warm-ups' last
         if wire.reconnects:
             log(f"    the minimal SDK client connected again {wire.reconnects} times: it had "
                 "left the server's ping unanswered while idle")
@@ -1167,6 +1174,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="seconds to wait, before each measurement, for other processes "
                              f"to leave the CPUs (under {QUIET_BUSY * 100:.0f}%% busy) "
                              "(default 60)")
+    parser.add_argument("--order-seed", type=int, default=None, dest="order_seed",
+                        help="the seed of the rounds' orders (default: a new one, logged)")
     parser.add_argument("--retries", type=int, default=6,
                         help="runs done again, per measurement, when other processes used "
                              f"over {FOREIGN_LIMIT:.2f} cores during them (default 6)")
@@ -1187,6 +1196,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--prompt must not be empty")
     if args.quiet_wait < 0 or args.retries < 0:
         parser.error("--quiet-wait and --retries must not be negative")
+    if args.order_seed is None:
+        args.order_seed = random.SystemRandom().randrange(1 << 31)
     return args
 
 
@@ -1219,8 +1230,9 @@ def run(args, work: Path) -> int:
         f"({params_m:.0f}M params, {model.file_type}, {model.path.stat().st_size / 1e6:.0f} MB)")
 
     log(f"\n[2] in-process llama-cpp-python vs lmhost's POST /v1/completions vs llama-server's, "
-        f"{threads(args.threads)}, stream=true, interleaved (in-process, HTTP, in-process "
-        f"spacer, instance socket, llama-server, ...): 1 warm-up + {args.runs} runs each")
+        f"{threads(args.threads)}, stream=true, interleaved in a new order each round (order "
+        f"seed {args.order_seed}; an untimed spacer run in another process between two runs "
+        f"of one process): 1 warm-up + {args.runs} runs each")
     both = side_by_side(model.path, models_dir, args, work, watch)
     log("    in-process (fresh interpreter; Llama.create_completion(stream=True)):")
     report_runs(both["in_runs"])
@@ -1370,6 +1382,7 @@ def run(args, work: Path) -> int:
             f"the 2-instance target is out of its reach)")
     common.write_json(args, "throughput", {
         "threads": args.threads, "tokens": args.tokens, "runs": args.runs,
+        "order_seed": args.order_seed,
         "real_tokens": REAL_TOKENS, "extra_bufts": args.extra_bufts,
         "bench_model": {"params": model.n_params, "file_type": model.file_type,
                         "bytes": model.path.stat().st_size,
