@@ -316,15 +316,22 @@ def check_sdk(server: Server, figures: dict) -> None:
         llm.unload()
         left = [m.identifier for m in client.llm.list_loaded()]
         log(f"    unload(): loaded now {left}")
-    figures["sdk"] = {"gpu": str(config.gpu), "tokens": result.stats.predicted_tokens_count,
-                      "estimate": row["estimate"], "measured": row["measured"],
-                      "gpu_error": gpu_error(row)}
-    if not result.stats.predicted_tokens_count:
-        raise BenchError("the SDK's completion brought no tokens")
+    sdk_outcome(figures, "sdk", "the Python SDK", SDK_ID, str(config.gpu),
+                result.stats.predicted_tokens_count, row, left)
+
+
+def sdk_outcome(figures: dict, key: str, who: str, identifier: str, gpu, tokens: int | None,
+                row: dict, left: list[str]) -> None:
+    """An SDK part's figures, then its checks: tokens came, the instance held GPU memory
+    by NVML, and the unload left it unloaded."""
+    figures[key] = {"gpu": gpu, "tokens": tokens, "estimate": row["estimate"],
+                    "measured": row["measured"], "gpu_error": gpu_error(row)}
+    if not tokens:
+        raise BenchError(f"{who}'s completion brought no tokens")
     if gpu_error(row) is None:
-        raise BenchError("the SDK-loaded instance holds no GPU memory by NVML")
-    if SDK_ID in left:
-        raise BenchError(f"{SDK_ID} is still loaded after unload()")
+        raise BenchError(f"the instance {who} loaded holds no GPU memory by NVML")
+    if identifier in left:
+        raise BenchError(f"{identifier} is still loaded after {who}'s unload")
 
 
 # [6]'s scripts (argv: the server's ws:// URL, then their own); each prints one JSON line. The
@@ -384,17 +391,10 @@ def check_ts_sdk(server: Server, args, work: Path, figures: dict) -> None:
     log(f"    {memory_line(row)}")
     left = node_script(args, work, "ts-unload", TS_UNLOAD, url, TS_ID)["loaded"]
     log(f"    client.llm.unload(): loaded now {left}")
-    figures["ts_sdk"] = {"gpu": loaded.get("gpu"), "tokens": stats.get("predictedTokensCount"),
-                         "estimate": row["estimate"], "measured": row["measured"],
-                         "gpu_error": gpu_error(row)}
+    sdk_outcome(figures, "ts_sdk", "the TypeScript SDK", TS_ID, loaded.get("gpu"),
+                stats.get("predictedTokensCount"), row, left)
     if (loaded.get("gpu") or {}).get("ratio") != TS_RATIO:
         raise BenchError(f"getLoadConfig() gave gpu {loaded.get('gpu')}, not ratio {TS_RATIO}")
-    if not stats.get("predictedTokensCount"):
-        raise BenchError("the TypeScript SDK's completion brought no tokens")
-    if gpu_error(row) is None:
-        raise BenchError("the TypeScript-loaded instance holds no GPU memory by NVML")
-    if TS_ID in left:
-        raise BenchError(f"{TS_ID} is still loaded after client.llm.unload")
 
 
 def run(args, work: Path) -> int:

@@ -356,8 +356,9 @@ How measured: every benchmark runs the real service (`lmhost serve --workers 1` 
 127.0.0.1) and its baseline in the same run, interleaved, so that the machine's drift hits both
 alike; figures are p50s (nearest rank). Generation runs in rounds, one run of every side
 per round; the wires' rounds in a new order each round (a seed drawn per run, in the log and
-the JSON), an untimed run in another process between two of one process; a wire's ratio to a baseline (and its added time to first token) is the p50 over
-rounds of its run against the baseline's run of the same round, so that the drift of this
+the JSON), an untimed run in another process between two of one process; a wire's ratio to a
+baseline (and its added time to first token) is the p50 over rounds of its run against the
+baseline's run of the same round, so that the drift of this
 machine's speed (10% and more within a minute) cancels out; in brackets after it, the middle
 half of those rounds (first to third quartile), which shows how far one run's figure can stray
 here; the value and baseline columns are each side's own p50. Generation: a streamed

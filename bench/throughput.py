@@ -104,6 +104,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -729,30 +730,25 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
             result = stream_completion(on.port, "a", args, what)
             result["worker_cpu"] = on.http_cpu() - before
             return result
-        in_measure, http_measure = Measure(watch, args, "in-process"), Measure(watch, args, "HTTP")
-        relay_measure = Measure(watch, args, "HTTP, relayed")
-        sock_measure = Measure(watch, args, "instance socket")
-        peer_measure = Measure(watch, args, "llama-server")
-        sides = {
-            "in": lambda: in_measure.one(lambda: inproc.completion("in-process run")),
-            "http": lambda: http_measure.one(lambda: http_run(server, "HTTP run")),
-            "sock": lambda: sock_measure.one(
-                lambda: socket_completion(socket_path, args, "instance socket run")),
-            "peer": lambda: peer_measure.one(lambda: stream_completion(
-                peer.port, "bench", args, "llama-server run", IGNORE_EOS)),
-            "relay": lambda: relay_measure.one(lambda: http_run(relay, "relayed HTTP run")),
+        actions = {
+            "in": lambda: inproc.completion("in-process run"),
+            "http": lambda: http_run(server, "HTTP run"),
+            "sock": lambda: socket_completion(socket_path, args, "instance socket run"),
+            "peer": lambda: stream_completion(peer.port, "bench", args, "llama-server run",
+                                              IGNORE_EOS),
+            "relay": lambda: http_run(relay, "relayed HTTP run"),
         }
         if peer is None:
-            del sides["peer"]
+            del actions["peer"]
+        names = {"in": "in-process", "http": "HTTP", "sock": "instance socket",
+                 "peer": "llama-server", "relay": "HTTP, relayed"}
+        sides = {side: partial(Measure(watch, args, names[side]).one, action)
+                 for side, action in actions.items()}
         # /v1 and the socket are the same instance's; the relaying server has its own
         process = {"in": "in", "http": "a", "sock": "a", "peer": "peer", "relay": "relay"}
-
-        spacers = {"in": lambda: inproc.completion("in-process spacer"),
-                   "a": lambda: socket_completion(socket_path, args, "instance socket spacer"),
-                   "peer": lambda: stream_completion(peer.port, "bench", args,
-                                                     "llama-server spacer", IGNORE_EOS)}
-        if peer is None:
-            del spacers["peer"]
+        # a spacer is an untimed run of a side: in-process, the socket or llama-server
+        spacers = {process[side]: actions[side] for side in ("in", "sock", "peer")
+                   if side in actions}
         runs = shuffled_rounds(args.runs, sides, process, spacers, args.order_seed,
                                last="peer" if peer is not None else "relay")  # the warm-ups'
 
@@ -1106,15 +1102,12 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
                 return measures[kind].one(kinds[kind])
             return run_it
 
-        spacers = {"in": lambda: inproc.chat(False, "in-process spacer"),
-                   "smol": lambda: socket_chat(socket_path, "instance socket spacer"),
-                   "peer": lambda: openai_chat(peer.port, False, "llama-server spacer",
-                                               IGNORE_EOS)}
-        if peer is None:
-            del spacers["peer"]
         # every lmhost side is the one instance's; in-process plain and structured one process
         process = {kind: ("in" if kind.startswith("inproc") else
                           "peer" if kind == "llama_server" else "smol") for kind in kinds}
+        # a spacer is an untimed run of a side: in-process, the socket or llama-server
+        spacers = {process[kind]: kinds[kind] for kind in ("inproc", "socket", "llama_server")
+                   if kind in kinds}
         runs = shuffled_rounds(args.runs, {kind: timed(kind) for kind in kinds}, process,
                                spacers, args.order_seed + 5,  # [5]'s own draw
                                last=process[list(kinds)[-1]])  # the warm-ups' last
