@@ -307,7 +307,7 @@ def construct(verbose):
     started = time.perf_counter()
     llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"],
                           n_threads=spec["threads"], n_threads_batch=spec["threads"],
-                          verbose=verbose)
+                          use_mmap=not spec.get("huge_pages"), verbose=verbose)
     seconds = time.perf_counter() - started
     llm.close()
     del llm
@@ -329,20 +329,28 @@ def engine_extra_bufts() -> bool:
     return check_engine(load_settings(env={}).cache_dir).extra_bufts
 
 
-def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: Path) -> dict:
+def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: Path,
+                        huge_pages: bool = False) -> dict:
+    """`Llama()` constructed `runs` times in a fresh interpreter: the file mapped, as
+    llama-cpp-python does by default, or with `huge_pages` as lmhost's instances load on a
+    host without GPUs (`workers.hugepages`)."""
+    from workers import hugepages
     spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs,
-            "extra_bufts": engine_extra_bufts()}
+            "extra_bufts": engine_extra_bufts(), "huge_pages": huge_pages}
     return json_child(["-c", BASELINE_SCRIPT, json.dumps(spec)], "the in-process baseline",
-                      work / "baseline.stderr", BASELINE_TIMEOUT_S)
+                      work / "baseline.stderr", BASELINE_TIMEOUT_S,
+                      hugepages.environment(os.environ) if huge_pages else None)
 
 
-def json_child(argv: list[str], what: str, stderr_path: Path, timeout: float) -> dict:
-    """Run ``python ARGV`` in the repository; its last line of stdout is its JSON result. Its
-    stderr goes to `stderr_path`, whose tail a failure quotes."""
+def json_child(argv: list[str], what: str, stderr_path: Path, timeout: float,
+               env: dict | None = None) -> dict:
+    """Run ``python ARGV`` in the repository (in `env`, default ours); its last line of stdout
+    is its JSON result. Its stderr goes to `stderr_path`, whose tail a failure quotes."""
     with open(stderr_path, "wb") as stderr:
         try:
             proc = subprocess.run([sys.executable, *argv], cwd=REPO, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=stderr, timeout=timeout)
+                                  stdout=subprocess.PIPE, stderr=stderr, timeout=timeout,
+                                  env=env)
         except subprocess.TimeoutExpired:
             raise BenchError(f"{what} took over {timeout:.0f} s") from None
     lines = proc.stdout.decode(errors="replace").strip().splitlines()

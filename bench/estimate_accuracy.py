@@ -162,9 +162,12 @@ def child(spec: dict) -> dict:
             "gpu_after_load": gpu_after_load, "gpu_peak": gpu_used()}
 
 
-def measure(spec: dict, work: Path) -> dict:
+def measure(spec: dict, work: Path, huge_pages: bool) -> dict:
+    """`spec` loaded in a child; with `huge_pages` in an instance's environment for them."""
+    from workers import hugepages
     return json_child([__file__, "--child", json.dumps(spec)], f"measuring {spec['name']}",
-                      work / "child.stderr", CHILD_TIMEOUT_S)
+                      work / "child.stderr", CHILD_TIMEOUT_S,
+                      hugepages.environment(os.environ) if huge_pages else None)
 
 
 # -- the parent: estimate, measure, compare -----------------------------------------------------
@@ -175,7 +178,7 @@ def mib(n: float) -> str:
 
 def run(args, work: Path) -> int:
     from config import load_settings
-    from workers import engine_probe
+    from workers import engine_probe, hugepages
     from workers.catalog import Catalog
     from workers.loadconfig import plan_load
 
@@ -203,6 +206,11 @@ def run(args, work: Path) -> int:
                  gpu=args.gpu and any(case[0] == "bench-1b" for case in cases))
     catalog = Catalog(work / "models")
     gpus, offload = (1, {"gpu_offload": "max"}) if args.gpu else (0, {})
+    # as the supervisor decides (workers.hugepages): weights in huge pages on a CPU host with THP
+    huge_pages = hugepages.weights_in_huge_pages(
+        hugepages.host_allows(settings.huge_pages, hugepages.thp_mode()), gpus)
+    log(f"weights: {'read into huge pages' if huge_pages else 'mapped from the file'}, as "
+        "lmhost's instances load here")
 
     header = (f"{'model':<14} {'quant':<6} {'n_ctx':>5} {'':<6} {'weights':>8} {'kv':>7} {'compute':>8} "
               f"{'overhead':>8}  {'ESTIMATE':>8}  {'after load':>10} {'PEAK':>8}  "
@@ -223,10 +231,11 @@ def run(args, work: Path) -> int:
         model, variant = catalog.resolve(key)
         plan = plan_load({"context_length": n_ctx, **offload, **more}, model, variant,
                          default_context_length=settings.context_length,
-                         n_threads=settings.threads_per_instance, gpus=gpus)
+                         n_threads=settings.threads_per_instance, gpus=gpus,
+                         huge_pages=huge_pages)
         e = plan.estimate
         measured = measure({"name": f"{key} at {n_ctx}", "llama_kwargs": plan.llama_kwargs,
-                            "extra_bufts": engine.extra_bufts}, work)
+                            "extra_bufts": engine.extra_bufts}, work, huge_pages)
         peak = measured["peak"]
         if args.gpu:
             gpu_error, ram_error, kept_error = gpu_row(key, n_ctx, more, e, measured)

@@ -55,6 +55,7 @@ from common import (HOST, SPARE_DEADLINE_S, BenchError, Server,  # noqa: E402
                     in_process_baseline, log, ms, ms_list, p50, post,
                     run_in_work_dir, verdict)
 from lmhost.synthetic import write_bench_model, write_dense_llama  # noqa: E402
+from workers import hugepages  # noqa: E402
 
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
@@ -230,6 +231,12 @@ def run(args, work: Path) -> int:
     log(f"    Llama(verbose=False): p50 {ms(inproc_p50)}, min {ms(inproc_min)}  ({ms_list(quiet)})")
     log(f"    Llama(verbose=True):  p50 {ms(p50(verbose))}, min {ms(min(verbose))}  "
         f"({ms_list(verbose)})")
+    huge = None
+    if hugepages.host_allows(True, hugepages.thp_mode()):
+        huge = in_process_baseline(model.path, args.context_length, args.threads, args.runs,
+                                   work, huge_pages=True)["quiet"]
+        log(f"    loaded as lmhost's instances load here (the weights read into huge pages): "
+            f"Llama(verbose=False) p50 {ms(p50(huge))}, min {ms(min(huge))}  ({ms_list(huge)})")
 
     log("\n[3] through the API, spare pool on")
     on = api_phase("spare-on", 1, args, models_dir, work)
@@ -286,6 +293,7 @@ def run(args, work: Path) -> int:
         "model": {"params": model.n_params, "bytes": size_bytes(model),
                   "file_type": model.file_type},
         "import_s": base["import_s"], "in_process": quiet, "in_process_verbose": verbose,
+        "in_process_huge_pages": huge,
         "spare_on": {"wall": on["wall"], "reported": on["reported"]},
         "spare_off": {"wall": off["wall"], "reported": off["reported"]},
         "sizes": sizes})

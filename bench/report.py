@@ -40,11 +40,13 @@ SCALING_TARGET = 1.6
 # side key in throughput.json -> label
 BENCH_SIDES = (("in_process", "in-process"), ("llama_server", "llama-server"),
                ("socket", "instance socket"), ("v1", "/v1/completions"))
-SIDE_COLOURS = {"in_process": "tab:gray", "inproc": "tab:gray", "llama_server": "tab:green"}
+SIDE_COLOURS = {"in_process": "tab:gray", "inproc": "tab:gray", "llama_server": "tab:green",
+                "in_process_huge_pages": "tab:olive", "inproc_huge_pages": "tab:olive"}
 REAL_SIDES = (("inproc", "in-process"), ("llama_server", "llama-server"),
               ("v1", "/v1/chat/completions"), ("native", "/api/v1/chat"),
               ("sdk", "SDK respond_stream"), ("sdk_wire", "SDK wire, minimal client"),
               ("socket", "instance socket"))
+HUGE_LABEL = "in-process loaded as lmhost loads (weights in huge pages)"
 # measured for what it explains, with no target of its own: the SDK wire read by a one-thread
 # client (bench/sdk_wire.py), the server's part of the SDK's figures
 INFO_SIDES = ("sdk_wire",)
@@ -174,12 +176,15 @@ def ttft_added(side: dict, base: dict) -> float | None:
     return rounds and rounds.p50
 
 
-def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict, targets: bool = True) -> None:
+def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict, targets: bool = True,
+              huge: dict | None = None) -> None:
     """Each wire's decode tok/s against in-process and llama-server (when measured), then
     llama-server's against in-process; the same for the time to first token. Values and
     baselines are each side's p50; ratios and added times are taken round by round.
     `targets` False: wires shown for what they explain, with no target and no reference rows
-    (those came with the wires before)."""
+    (those came with the wires before). `huge`: in-process loaded as lmhost's instances load
+    (weights in huge pages), when measured: its own row, and each wire against it, which is
+    lmhost's own cost with the engine alike."""
     peer = sides.get("llama_server")
     for key, label in wires:
         side = sides[key]
@@ -193,6 +198,13 @@ def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict, targets: bool = Tru
     if peer and targets:
         t.at_least("decode tok/s, llama-server (reference)", peer["decode_tps"],
                    ip["decode_tps"], "in-process", "tok/s", None, tps_rounds(peer, ip))
+    if huge and targets:
+        t.at_least(f"decode tok/s, {HUGE_LABEL} (reference)", huge["decode_tps"],
+                   ip["decode_tps"], "in-process", "tok/s", None, tps_rounds(huge, ip))
+        for key, label in wires:
+            t.at_least(f"decode tok/s, {label} vs {HUGE_LABEL}", sides[key]["decode_tps"],
+                       huge["decode_tps"], "in-process, huge pages", "tok/s", None,
+                       tps_rounds(sides[key], huge))
     for key, label in wires:
         t.at_most_added(f"time to first token, {label}", sides[key]["ttft"], ip["ttft"],
                         "in-process", TTFT_ADDED_TARGET_S if targets else None,
@@ -207,7 +219,7 @@ def throughput_rows(t: Table, f: dict) -> None:
     t.section(f"Generation, bench model ({bm['params'] / 1e6:.0f}M params, {bm['file_type']}), "
               f"{f['tokens']} tokens, {f['threads']} threads, p50 of {f['runs']}")
     wire_rows(t, sides, (("v1", "/v1/completions"), ("socket", "instance socket")),
-              sides["in_process"])
+              sides["in_process"], huge=sides.get("in_process_huge_pages"))
     relayed = sides.get("v1_relayed")
     if relayed:  # the hand-off's gain, measured in the same rounds (no target of its own)
         t.at_least("decode tok/s, /v1/completions relayed by the HTTP worker "
@@ -235,7 +247,8 @@ def throughput_rows(t: Table, f: dict) -> None:
     ip = rs["inproc"]
     t.section(f"Generation, the real model ({real['key']}, Q4_1), {f['real_tokens']} tokens, "
               f"{f['threads']} threads, p50 of {f['runs']}")
-    wire_rows(t, rs, tuple(w for w in REAL_SIDES[2:] if w[0] not in INFO_SIDES), ip)
+    wire_rows(t, rs, tuple(w for w in REAL_SIDES[2:] if w[0] not in INFO_SIDES), ip,
+              huge=rs.get("inproc_huge_pages"))
     if rs.get("sdk_wire"):
         wire_rows(t, rs, (("sdk_wire", "SDK wire, a minimal one-thread client (the server's "
                                        "part of the SDK's figures)"),), ip, targets=False)
@@ -295,6 +308,10 @@ def load_rows(t: Table, f: dict) -> None:
     t.at_most_added("  the same, against the spare pool's own target", on, inproc, "in-process",
                     LOAD_OVERHEAD_SPARE_TARGET_S, strict=True)
     t.at_most_added("load of the bench model, spare pool off", off, inproc, "in-process", None)
+    if f.get("in_process_huge_pages"):  # what lmhost's load mode alone costs, no lmhost around it
+        t.at_most_added("load of the bench model, in-process loaded as lmhost loads (weights "
+                        "in huge pages; reference)", p50(f["in_process_huge_pages"]), inproc,
+                        "in-process", None)
     for size in f.get("sizes", []):
         t.at_most_added(f"load, {size['name']} ({size['bytes'] / 1e6:.1f} MB)",
                         p50(size["api_wall"]), p50(size["in_process"]), "in-process", None)
@@ -346,6 +363,11 @@ def machine_lines(data: dict) -> list[str]:
             "llama_server") else ""
         lines.append("- llama.cpp's extra buffer types (AMX, repacked weights): " + (
             "on" if tp["extra_bufts"] else f"off (the engine probe found them unusable here{peer})"))
+        if "huge_pages" in tp:
+            lines.append("- lmhost's instances: weights " + (
+                "read into transparent huge pages (`LMHOST_HUGE_PAGES`, the default on a host "
+                "without GPUs); in-process and llama-server map the file, as they do by default"
+                if tp["huge_pages"] else "mapped from the file (no usable transparent huge pages)"))
     dates = sorted({m["date"] for m in machines.values()})
     lines.append(f"- measured {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else ""))
     return lines
@@ -367,9 +389,13 @@ bench model (it never stops early, so every side generates exactly the asked tok
 streamed chat of SmolLM2, the same prompt, sampling and seed on every side, timed by the client
 from the request to each text chunk: decode tok/s = (tokens − 1) / (last chunk − first chunk),
 time to first token = request to first text. In-process is llama-cpp-python in a fresh
-interpreter (`Llama.create_completion` / `create_chat_completion`, `stream=True`); llama-server
+interpreter (`Llama.create_completion` / `create_chat_completion`, `stream=True`), the file
+mapped as llama-cpp-python does by default; "in-process loaded as lmhost loads" is a second
+such interpreter with the weights read into transparent huge pages (`use_mmap=False`, glibc's
+`glibc.malloc.hugetlb=1`), as lmhost's instances load on a host without GPUs; llama-server
 is llama.cpp's own, built from the source llama-cpp-python vendors, run with the same model,
-context, threads and flash attention (off), one slot, `ignore_eos`. Listing: the models dir
+context, threads and flash attention (off), one slot, `ignore_eos`, and its defaults
+otherwise (the file mapped). Listing: the models dir
 grows from the smallest count to the largest; cold = a fresh catalog, warm = repeated `GET
 /api/v1/models` on fresh connections; the time to first token is a tiny model's, loaded next to
 those models. Load: wall time of `POST /api/v1/models/load` against `llama_cpp.Llama()` in a
@@ -408,7 +434,10 @@ def picture(data: dict, path: Path, quick: bool) -> None:
                      color="tab:red")
     tp = data.get("throughput", {}).get("figures")
     for col, (model, sides, title) in enumerate((
-            ("bench_model", BENCH_SIDES, "bench model"), ("real_model", REAL_SIDES, "SmolLM2"))):
+            ("bench_model", BENCH_SIDES[:1] + (("in_process_huge_pages", "in-process, huge pages"),)
+             + BENCH_SIDES[1:], "bench model"),
+            ("real_model", REAL_SIDES[:1] + (("inproc_huge_pages", "in-process, huge pages"),)
+             + REAL_SIDES[1:], "SmolLM2"))):
         if tp is None:
             for row in (0, 1):
                 _empty(axes[row][col * 2 if row == 0 else col * 2 + 1], "throughput not measured")

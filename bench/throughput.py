@@ -121,6 +121,7 @@ from report import tps_ratio, ttft_added  # noqa: E402
 from workers.protocol import Channel, ProtocolError  # noqa: E402
 from lmhost.realmodel import KEY as REAL_KEY, place_smollm2  # noqa: E402
 from lmhost.synthetic import write_bench_model  # noqa: E402
+from workers import hugepages  # noqa: E402
 from workers.table import InstanceTable  # noqa: E402
 
 MODEL_KEY = "bench-150m"
@@ -381,7 +382,7 @@ install(extra_bufts=spec["extra_bufts"])
 started = time.perf_counter()
 llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["threads"],
                       n_threads_batch=spec["threads"], n_gpu_layers=spec.get("n_gpu_layers", 0),
-                      verbose=False)
+                      use_mmap=not spec.get("huge_pages"), verbose=False)
 print(json.dumps({"version": llama_cpp.__version__, "load_s": time.perf_counter() - started}),
       flush=True)
 """
@@ -405,20 +406,29 @@ for line in sys.stdin:
 
 
 class InProc:
-    """One in-process interpreter with its own `llama_cpp.Llama`."""
+    """One in-process interpreter with its own `llama_cpp.Llama`: as llama-cpp-python loads by
+    default (the file mapped), or with `huge_pages` as lmhost's instances load on a host
+    without GPUs (`workers.hugepages`: the weights read into huge pages)."""
 
     def __init__(self, model: Path, n_threads: int, args, work: Path, name: str,
-                 extra_bufts: bool | None = None, n_gpu_layers: int = 0):
-        self.args, self.name = args, name
-        self.stderr_path = work / f"{name}.stderr"
+                 extra_bufts: bool | None = None, n_gpu_layers: int = 0,
+                 huge_pages: bool = False):
         spec = {"path": str(model), "n_ctx": N_CTX, "threads": n_threads, "prompt": args.prompt,
                 "tokens": args.tokens, "temperature": TEMPERATURE, "top_p": TOP_P, "seed": SEED,
                 "extra_bufts": args.extra_bufts if extra_bufts is None else extra_bufts,
                 "n_gpu_layers": n_gpu_layers}
+        self._start(INPROC_SCRIPT, spec, args, work, name, huge_pages)
+
+    def _start(self, script: str, spec: dict, args, work: Path, name: str,
+               huge_pages: bool) -> None:
+        self.args, self.name = args, name
+        self.stderr_path = work / f"{name}.stderr"
+        env = hugepages.environment(os.environ) if huge_pages else None
         with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen([sys.executable, "-c", INPROC_SCRIPT, json.dumps(spec)],
+            self.proc = subprocess.Popen([sys.executable, "-c", script,
+                                          json.dumps({**spec, "huge_pages": huge_pages})],
                                          cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=stderr)
+                                         stderr=stderr, env=env)
         try:
             self.info = self._read(f"{name}: loading the model")
         except BaseException:
@@ -703,7 +713,7 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
     relay = Server(models_dir, Path(tempfile.mkdtemp(prefix="s-", dir=work)),
                    work / "server-relay.log", {"LMHOST_INSTANCE_THREADS": str(args.threads),
                                                "LMHOST_STREAM_HANDOFF": "0"})
-    inproc, peer = None, None
+    inproc, inproc_hp, peer = None, None, None
     try:
         for each, name in ((server, ""), (relay, ", LMHOST_STREAM_HANDOFF=0")):
             up = each.start()
@@ -715,10 +725,16 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
         inproc = InProc(model, args.threads, args, work, "inproc")
         log(f"    in-process interpreter: llama_cpp {inproc.info['version']}, Llama() in "
             f"{inproc.info['load_s']:.2f} s")
+        if args.huge_pages:
+            inproc_hp = InProc(model, args.threads, args, work, "inproc-hp", huge_pages=True)
+            log(f"    in-process interpreter loaded as lmhost's instances load (weights in huge "
+                f"pages): Llama() in {inproc_hp.info['load_s']:.2f} s")
         socket_path = server.socket_of("a")
         peer = start_llama_server(model, args, work, "llama-server-bench")
         warmups = (inproc.completion("in-process warm-up"),
                    stream_completion(server.port, "a", args, "HTTP warm-up"))
+        if inproc_hp is not None:
+            inproc_hp.completion("in-process, huge pages, warm-up")
         log(f"    warm-up TTFT: in-process {ms(warmups[0]['ttft'])}, HTTP {ms(warmups[1]['ttft'])}")
         stream_completion(relay.port, "a", args, "relayed HTTP warm-up")
         if peer is not None:
@@ -737,15 +753,19 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
             "peer": lambda: stream_completion(peer.port, "bench", args, "llama-server run",
                                               IGNORE_EOS),
             "relay": lambda: http_run(relay, "relayed HTTP run"),
+            "inhp": lambda: inproc_hp.completion("in-process run, huge pages"),
         }
         if peer is None:
             del actions["peer"]
+        if inproc_hp is None:
+            del actions["inhp"]
         names = {"in": "in-process", "http": "HTTP", "sock": "instance socket",
-                 "peer": "llama-server", "relay": "HTTP, relayed"}
+                 "peer": "llama-server", "relay": "HTTP, relayed", "inhp": "in-process, huge pages"}
         sides = {side: partial(Measure(watch, args, names[side]).one, action)
                  for side, action in actions.items()}
         # /v1 and the socket are the same instance's; the relaying server has its own
-        process = {"in": "in", "http": "a", "sock": "a", "peer": "peer", "relay": "relay"}
+        process = {"in": "in", "http": "a", "sock": "a", "peer": "peer", "relay": "relay",
+                   "inhp": "inhp"}
         # a spacer is an untimed run of a side: in-process, the socket or llama-server
         spacers = {process[side]: actions[side] for side in ("in", "sock", "peer")
                    if side in actions}
@@ -754,17 +774,17 @@ def side_by_side(model: Path, models_dir: Path, args, work: Path, watch: CpuWatc
 
         in_runs, sock_runs, http_runs, relay_runs = (runs["in"], runs["sock"], runs["http"],
                                                      runs["relay"])
-        peer_runs = runs.get("peer", [])
+        peer_runs, inhp_runs = runs.get("peer", []), runs.get("inhp", [])
         server.unload("a")
         relay.unload("a")
     except (BenchError, OSError) as exc:
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}\nrelaying server "
                          f"log (tail):\n{relay.log_tail()}") from None
     finally:
-        shut_down(server, inproc and inproc.close, peer and peer.stop,
-                  lambda: log(f"    relaying server {relay.stop()}"))
+        shut_down(server, inproc and inproc.close, inproc_hp and inproc_hp.close,
+                  peer and peer.stop, lambda: log(f"    relaying server {relay.stop()}"))
     return {"in_runs": in_runs, "sock_runs": sock_runs, "http_runs": http_runs,
-            "relay_runs": relay_runs, "peer_runs": peer_runs}
+            "relay_runs": relay_runs, "peer_runs": peer_runs, "inhp_runs": inhp_runs}
 
 
 def scaling(model: Path, models_dir: Path, args, work: Path, watch: CpuWatch) -> dict:
@@ -923,21 +943,12 @@ def real_metrics(start: float, stamps: list[float], end: float, text: str, token
 class InProcChat(InProc):
     """An in-process interpreter that runs chat completions of the real model."""
 
-    def __init__(self, model: Path, n_threads: int, args, work: Path):
-        self.args, self.name = args, "inproc-real"
-        self.stderr_path = work / "inproc-real.stderr"
+    def __init__(self, model: Path, n_threads: int, args, work: Path, name: str = "inproc-real",
+                 huge_pages: bool = False):
         spec = {"path": str(model), "n_ctx": N_CTX, "threads": n_threads, "tokens": REAL_TOKENS,
                 "messages": REAL_MESSAGES, "sampling": REAL_SAMPLING, "schema": STORY,
                 "extra_bufts": args.extra_bufts}
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen([sys.executable, "-c", INPROC_CHAT_SCRIPT,
-                                          json.dumps(spec)], cwd=REPO, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=stderr)
-        try:
-            self.info = self._read("inproc-real: loading the model")
-        except BaseException:
-            self.close()
-            raise
+        self._start(INPROC_CHAT_SCRIPT, spec, args, work, name, huge_pages)
 
     def chat(self, structured: bool, what: str) -> dict:
         try:
@@ -1060,7 +1071,7 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
     state_dir = Path(tempfile.mkdtemp(prefix="s-", dir=work))
     server = Server(models_dir, state_dir, work / "server-real.log",
                     {"LMHOST_INSTANCE_THREADS": str(args.threads)})
-    inproc, client, peer, wire = None, None, None, None
+    inproc, inproc_hp, client, peer, wire = None, None, None, None, None
     try:
         up = server.start()
         log(f"    lmhost serve --workers 1 on {HOST}:{server.port}, "
@@ -1072,6 +1083,9 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             f"{took:.2f} s")
         settle(server, 1)
         inproc = InProcChat(model, args.threads, args, work)
+        if args.huge_pages:
+            inproc_hp = InProcChat(model, args.threads, args, work, "inproc-real-hp",
+                                   huge_pages=True)
         client = lmstudio.Client(f"{HOST}:{server.port}")
         llm = client.llm.model("smol")
         wire = WireClient(HOST, server.port, REQUEST_TIMEOUT_S)
@@ -1087,9 +1101,12 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             "llama_server": lambda: openai_chat(peer.port, False, "llama-server", IGNORE_EOS),
             "inproc_structured": lambda: inproc.chat(True, "in-process, structured"),
             "v1_structured": lambda: openai_chat(server.port, True, "/v1, structured"),
+            "inproc_huge_pages": lambda: inproc_hp.chat(False, "in-process, huge pages"),
         }
         if peer is None:
             del kinds["llama_server"]
+        if inproc_hp is None:
+            del kinds["inproc_huge_pages"]
         for action in kinds.values():
             action()  # warm-up
         wait_quiet(args.quiet_wait, "the runs")
@@ -1103,7 +1120,8 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             return run_it
 
         # every lmhost side is the one instance's; in-process plain and structured one process
-        process = {kind: ("in" if kind.startswith("inproc") else
+        process = {kind: ("inhp" if kind == "inproc_huge_pages" else
+                          "in" if kind.startswith("inproc") else
                           "peer" if kind == "llama_server" else "smol") for kind in kinds}
         # a spacer is an untimed run of a side: in-process, the socket or llama-server
         spacers = {process[kind]: kinds[kind] for kind in ("inproc", "socket", "llama_server")
@@ -1119,14 +1137,16 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
         raise BenchError(f"{exc}\nserver log (tail):\n{server.log_tail()}") from None
     finally:
         shut_down(server, client and client.close, wire and wire.close, inproc and inproc.close,
-                  peer and peer.stop)
+                  inproc_hp and inproc_hp.close, peer and peer.stop)
     titles = {"inproc": "in-process (create_chat_completion, stream)", "v1": "/v1/chat/completions",
               "native": "/api/v1/chat", "sdk": "SDK (lmstudio respond_stream)",
               "sdk_wire": "SDK wire (bench/sdk_wire.py: one thread, no client library)",
               "socket": "instance socket (the HTTP worker's job, no HTTP)",
               "llama_server": "llama-server /v1/chat/completions (ignore_eos)",
               "inproc_structured": "in-process, JSON schema (llama-cpp-python's grammar)",
-              "v1_structured": "/v1/chat/completions, JSON schema"}
+              "v1_structured": "/v1/chat/completions, JSON schema",
+              "inproc_huge_pages": "in-process, loaded as lmhost's instances load (weights in huge "
+                                   "pages)"}
     out = {}
     for kind, title in titles.items():
         if kind in runs:
@@ -1134,14 +1154,15 @@ def real_model_wires(model: Path, models_dir: Path, args, work: Path, watch: Cpu
             report_runs(runs[kind])
             out[kind] = summary(runs[kind])
             out[kind]["token_counts"] = [r["tokens"] for r in runs[kind]]
-    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "native", "sdk", "sdk_wire", "socket")}
+    texts = {k: out[k]["texts"] for k in ("inproc", "v1", "native", "sdk", "sdk_wire", "socket",
+                                          "inproc_huge_pages") if k in out}
     other = [k for k, t in texts.items() if t != texts["inproc"]]
     out["same_story"] = len(set().union(*texts.values())) == 1
     log(f"    the same story everywhere (same seed): "
         f"{'yes' if out['same_story'] else 'NO'}"
         + (f" (not in-process's: {', '.join(other)})" if other else ""))
-    plain = [k for k in ("inproc", "v1", "native", "sdk", "sdk_wire", "socket", "llama_server")
-             if k in out]
+    plain = [k for k in ("inproc", "v1", "native", "sdk", "sdk_wire", "socket", "llama_server",
+                         "inproc_huge_pages") if k in out]
     counts = {k: out[k]["token_counts"] for k in plain}
     out["tokens_match"] = len({c for k in plain for c in counts[k]}) == 1
     log("    tokens generated per side: " + ", ".join(f"{k} {counts[k]}" for k in plain)
@@ -1206,6 +1227,11 @@ def run(args, work: Path) -> int:
     log(f"in-process interpreters load with llama.cpp's extra buffer types "
         f"{'on' if args.extra_bufts else 'off'}, as lmhost's instances do on this host "
         "(the engine probe's verdict)")
+    args.huge_pages = hugepages.host_allows(True, hugepages.thp_mode())
+    log(f"lmhost's instances keep the weights in huge pages here: "
+        f"{'yes' if args.huge_pages else 'no'} (THP {hugepages.thp_mode()}; LMHOST_HUGE_PAGES); "
+        "the in-process baseline maps the file, as llama-cpp-python does by default"
+        + ("; a second in-process side loads as the instances do" if args.huge_pages else ""))
     args.llama_server = None if args.no_llama_server else peer_binary()
     if args.llama_server is not None:
         log(f"llama.cpp's own server: {args.llama_server} (the llama.cpp that llama-cpp-python "
@@ -1244,10 +1270,15 @@ def run(args, work: Path) -> int:
             f"{len(both[f'{kind}_runs'])} runs)")
     ip, hp = summary(both["in_runs"]), summary(both["http_runs"])
     sp, rp = summary(both["sock_runs"]), summary(both["relay_runs"])
-    texts = ip["texts"] | sp["texts"] | hp["texts"] | rp["texts"]
+    hpp = None
+    if both["inhp_runs"]:
+        log("    in-process, loaded as lmhost's instances load (weights in huge pages):")
+        report_runs(both["inhp_runs"])
+        hpp = summary(both["inhp_runs"])
+    texts = ip["texts"] | sp["texts"] | hp["texts"] | rp["texts"] | (hpp["texts"] if hpp else set())
     log(f"    the same text generated everywhere (same seed and threads): "
         f"{'yes' if len(texts) == 1 else 'NO'} ({len(texts)} distinct text(s) in "
-        f"{4 * args.runs} runs)")
+        f"{(5 if hpp else 4) * args.runs} runs)")
     pp = None
     if both["peer_runs"]:
         log("    llama-server's POST /v1/completions (the same request, ignore_eos):")
@@ -1301,6 +1332,9 @@ def run(args, work: Path) -> int:
              pair(sp["gap_p50"], sp["gap_p99"]), pair(hp["gap_p50"], hp["gap_p99"]), ""),
             ("relayed by the HTTP worker: decode tok/s", "", "", f"{rp['decode_tps']:.1f}",
              f"{tps_ratio(rp, ip):.3f}"),
+            ("in-process loaded as the instances load (huge pages)",
+             f"{hpp['decode_tps']:.1f}" if hpp else "not run", "", "",
+             f"{tps_ratio(hpp, ip):.3f}" if hpp else ""),
             ("(ratios and the TTFT gap: p50 over rounds of the runs of each round)", "", "",
              "", ""),
             ("", "", "", "", ""),
@@ -1337,7 +1371,8 @@ def run(args, work: Path) -> int:
     base = rw["inproc"]
     peer = rw.get("llama_server")
     real_rows = [("", "tok/s", "x llama-server", "TTFT", "x in-process")]
-    for kind, title in (("inproc", "in-process"), ("v1", "/v1/chat/completions"),
+    for kind, title in (("inproc", "in-process"), ("inproc_huge_pages", "in-process, huge pages"),
+                        ("v1", "/v1/chat/completions"),
                         ("native", "/api/v1/chat"), ("sdk", "SDK respond_stream"),
                         ("sdk_wire", "SDK wire, minimal client"),
                         ("socket", "instance socket"),
@@ -1377,11 +1412,13 @@ def run(args, work: Path) -> int:
         "threads": args.threads, "tokens": args.tokens, "runs": args.runs,
         "order_seed": args.order_seed,
         "real_tokens": REAL_TOKENS, "extra_bufts": args.extra_bufts,
+        "huge_pages": args.huge_pages,
         "bench_model": {"params": model.n_params, "file_type": model.file_type,
                         "bytes": model.path.stat().st_size,
                         "sides": {"in_process": _figures(ip), "socket": _figures(sp),
                                   "v1": _figures(hp), "v1_relayed": _figures(rp),
-                                  "llama_server": _figures(pp) if pp else None},
+                                  "llama_server": _figures(pp) if pp else None,
+                                  "in_process_huge_pages": _figures(hpp) if hpp else None},
                         "cpu_per_token": {"v1": cpu["http"], "v1_relayed": cpu["relay"]},
                         "same_text": len(texts) == 1,
                         "tokens_match": True},  # metrics() checked every side's count
@@ -1392,7 +1429,7 @@ def run(args, work: Path) -> int:
                        "sides": {kind: {**_figures(rw[kind]),
                                         "token_counts": rw[kind]["token_counts"]}
                                  for kind in ("inproc", "v1", "native", "sdk", "sdk_wire",
-                                              "socket", "llama_server",
+                                              "socket", "llama_server", "inproc_huge_pages",
                                               "inproc_structured", "v1_structured")
                                  if kind in rw}}})
     return 0

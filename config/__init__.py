@@ -22,6 +22,7 @@ Every setting, its variable and default (README "Configuration" lists the same):
 | stream_handoff | LMHOST_STREAM_HANDOFF | 1                | a streamed text's instance writes its tokens on the client's connection itself |
 | unload_timeout | LMHOST_UNLOAD_TIMEOUT | 30             | seconds an unload waits for the request in flight |
 | spare_instances | LMHOST_SPARE_INSTANCES | 1            | pre-started instance processes (llama_cpp imported) |
+| huge_pages   | LMHOST_HUGE_PAGES   | 1                  | on a host without GPUs, instances read the weights into transparent huge pages instead of mapping the file |
 | jit          | LMHOST_JIT          | 1                  | /v1 requests load models that are not loaded |
 | jit_ttl      | LMHOST_JIT_TTL      | 3600               | TTL of a JIT-loaded instance unless the request has `ttl` |
 | auto_evict   | LMHOST_AUTO_EVICT   | 1                  | a JIT load unloads earlier idle JIT-loaded instances |
@@ -96,6 +97,7 @@ class Settings:
     stream_handoff: bool = True
     unload_timeout: int = 30
     spare_instances: int = 1
+    huge_pages: bool = True
     jit: bool = True
     jit_ttl: int = 3600
     auto_evict: bool = True
@@ -289,6 +291,7 @@ _PARSERS = {
     "stream_handoff": _flag,
     "unload_timeout": _int_in(0, 3600),
     "spare_instances": _int_in(0, 4),
+    "huge_pages": _flag,
     "jit": _flag,
     "jit_ttl": _int_in(1, 365 * 24 * 3600),
     "auto_evict": _flag,

@@ -43,9 +43,10 @@ def _gpu_layers(gpu_offload, block_count: int | None) -> int:
 
 
 def plan_load(request: dict, model: Model, variant: Variant, *, default_context_length: int,
-              n_threads: int, gpus: int = 0) -> LoadPlan:
+              n_threads: int, gpus: int = 0, huge_pages: bool = False) -> LoadPlan:
     """The load `request` asks for, checked against the model; `gpus`: GPUs on this host
-    (0: CPU mode), for the estimate."""
+    (0: CPU mode), for the estimate; `huge_pages`: read the weights into memory of the
+    instance's own rather than map the file (`workers.hugepages.weights_in_huge_pages`)."""
     if model.format != "gguf":
         raise ModelLoadFailed(f"{model.key} is an {model.format.upper()} model: lmhost runs GGUF "
                               "models with llama.cpp and cannot load it", param="model")
@@ -66,6 +67,8 @@ def plan_load(request: dict, model: Model, variant: Variant, *, default_context_
         "n_gpu_layers": _gpu_layers(request.get("gpu_offload"), facts.block_count),
         "verbose": True,  # llama.cpp's reasons for a failed load only reach stderr this way
     }
+    if huge_pages:
+        kwargs["use_mmap"] = False
     applied = {"context_length": n_ctx}
     if request.get("gpu_offload") is not None:
         applied["gpu_offload"] = request["gpu_offload"]

@@ -9,8 +9,10 @@ A reading's ``free`` of a pool is what a new load could take from it now:
 
 - ``gpu``: the GPUs' free memory, together (llama.cpp spreads layers over all of them);
 - ``ram``: MemAvailable less the file pages that instance processes have mapped. The kernel
-  counts page cache as available, and a model's weights are mapped from its file, so without
-  that correction a loaded model would still look free.
+  counts page cache as available, and where a model's weights are mapped from its file (a GPU
+  host, or ``LMHOST_HUGE_PAGES=0``), without that correction a loaded model would still look
+  free. Weights read into the process's own memory (`workers.hugepages`) are out of
+  MemAvailable already; the page cache that reading left is available, rightly.
 
 After an unload, GPU memory comes back to the reading a little later (NVML lags by up to a
 second); RAM is back once the process is reaped. `gone` (the registry calls it whenever an

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from workers import llama_params
+from workers import hugepages, llama_params
 from workers.instance.server import Instance
 from workers.statedir import StateDir
 
@@ -120,7 +120,9 @@ def main(argv=None) -> int:
     threading.Thread(target=instance.serve, name="serve", daemon=True).start()
     events.send(event="loaded", load_time_seconds=load_time, socket=socket_path,
                 pid=os.getpid())
-    log.info("loaded in %.3f s, serving %s", load_time, socket_path)
+    in_huge_pages = "" if spec["llama_kwargs"].get("use_mmap", True) else (
+        f", {hugepages.resident_in_huge_pages() >> 20} MiB in huge pages")
+    log.info("loaded in %.3f s%s, serving %s", load_time, in_huge_pages, socket_path)
     terminate.wait()
     instance.stop(30.0)
     threading.Event().wait()  # Instance._finish exits the process

@@ -22,6 +22,7 @@ import os
 import threading
 
 from config import Settings
+from workers import hugepages
 from workers.catalog import Catalog
 from workers.engine_probe import Verdict, cpu_info, rebuild_advice
 from workers.memory import Memory
@@ -37,22 +38,27 @@ from workers.table import InstanceTable
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, engine: Verdict, launcher: Launcher | None = None):
+    def __init__(self, settings: Settings, engine: Verdict, launcher: Launcher | None = None,
+                 huge_pages: bool = False):
+        """`huge_pages`: whether this host allows weights in huge pages (`workers.hugepages`;
+        `workers.__main__` asks the kernel); each load and spawn still asks for GPUs."""
         self.settings = settings
         self.state_dir = StateDir(settings.state_dir).create()
         self.registry = Registry(InstanceTable(settings.state_dir))
         self.stopping = threading.Event()  # no more TTL checks or spares
         self.done = threading.Event()      # everything stopped: the process may exit
-        launcher = launcher or Launcher(self.state_dir, settings.queue_size)
+        self.memory = Memory(pids=self.registry.pids)  # NVML starts in `start`, not here
+        self.registry.on_gone = self.memory.gone
+        launcher = launcher or Launcher(
+            self.state_dir, settings.queue_size,
+            lambda: hugepages.weights_in_huge_pages(huge_pages, self.memory.gpu_count()))
         self.spares = SparePool(launcher, settings.spare_instances, self.state_dir)
         self.registry.on_load_over = self.spares.refill_later
         self.deaths = DeathWatch(self.registry, self.state_dir, rebuild_advice(cpu_info()["flags"]))
-        self.memory = Memory(pids=self.registry.pids)  # NVML starts in `start`, not here
-        self.registry.on_gone = self.memory.gone
         self.retirer = Retirer(settings, self.registry, self.stopping, self.memory)
         self.loader = Loader(settings, engine, Catalog(settings.models_dir, settings.state_dir),
                              self.registry, self.spares, self.deaths.watch, self.retirer,
-                             self.memory)
+                             self.memory, huge_pages)
         self.control: ControlServer | None = None
 
     def start(self) -> None:

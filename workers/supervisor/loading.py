@@ -20,6 +20,7 @@ from workers import admission, estimate, policy
 from workers.catalog import Catalog, Model
 from workers.crashes import failure_reason
 from workers.engine_probe import Verdict
+from workers.hugepages import weights_in_huge_pages
 from workers.errors import IdentifierConflict, InsufficientMemory, ModelLoadFailed
 from workers.listing import model_entry
 from workers.loadconfig import LoadPlan, plan_load
@@ -113,8 +114,9 @@ class SparePool:
 class Loader:
     def __init__(self, settings: Settings, engine: Verdict, catalog: Catalog, registry: Registry,
                  spares: SparePool, watch: Callable[[Instance], None], retirer: Retirer,
-                 memory: Memory):
+                 memory: Memory, huge_pages: bool = False):
         self.settings = settings
+        self.huge_pages = huge_pages  # the host allows weights in huge pages (workers.hugepages)
         self.state_dir = spares.state_dir
         self.engine = engine          # the engine probe's verdict: extra buffer types on or off
         self.catalog = catalog
@@ -142,10 +144,11 @@ class Loader:
 
     def _plan(self, request: dict) -> tuple[Model, LoadPlan]:
         model, variant = self.catalog.resolve(request["model"])
+        gpus = self.memory.gpu_count()
         return model, plan_load(request, model, variant,
                                 default_context_length=self.settings.context_length,
-                                n_threads=self.settings.threads_per_instance,
-                                gpus=self.memory.gpu_count())
+                                n_threads=self.settings.threads_per_instance, gpus=gpus,
+                                huge_pages=weights_in_huge_pages(self.huge_pages, gpus))
 
     def _admit(self, request: dict, reference: str, plan: LoadPlan,
                entry: dict) -> tuple[Instance, bool]:

@@ -20,7 +20,7 @@ import sys
 import uuid
 from typing import Callable, Iterator, Mapping, Protocol
 
-from workers import procs
+from workers import hugepages, procs
 from workers.protocol import call
 from workers.statedir import HANDLE_LENGTH, StateDir
 
@@ -35,14 +35,15 @@ KILL_WAIT = 5.0  # seconds a SIGKILLed process gets to be reaped
 OPENMP_SPIN_COUNT = "20000"
 
 
-def instance_environment(environ: Mapping[str, str]) -> dict:
+def instance_environment(environ: Mapping[str, str], huge_pages: bool = False) -> dict:
     """An instance process's environment: the service's, with llama.cpp's crash backtraces
-    off (they only add noise to the log tail), unbuffered output, and the OpenMP spin count
-    above unless the operator set OpenMP's waiting themselves."""
+    off (they only add noise to the log tail), unbuffered output, the OpenMP spin count above
+    unless the operator set OpenMP's waiting themselves, and with `huge_pages` glibc's malloc
+    advising huge pages (`workers.hugepages`)."""
     env = {**environ, "GGML_NO_BACKTRACE": "1", "PYTHONUNBUFFERED": "1"}
     if "GOMP_SPINCOUNT" not in environ and "OMP_WAIT_POLICY" not in environ:
         env["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
-    return env
+    return hugepages.environment(env) if huge_pages else env
 
 
 class InstanceProcess(Protocol):
@@ -145,15 +146,19 @@ class AdoptedProcess(ChildProcess):
 
 class Launcher:
     """Spawns instance processes: ``python -m workers.instance``, in their own session (they
-    survive a supervisor crash and get no terminal signals), stderr into their log file."""
+    survive a supervisor crash and get no terminal signals), stderr into their log file.
+    `huge_pages()` says at each spawn whether the process gets malloc's huge-page advice (a
+    spare is spawned before its load is known, so this is the host's answer, not a load's)."""
 
-    def __init__(self, state_dir: StateDir, queue_size: int):
+    def __init__(self, state_dir: StateDir, queue_size: int,
+                 huge_pages: Callable[[], bool] = lambda: False):
         self.state_dir = state_dir
         self.queue_size = queue_size
+        self.huge_pages = huge_pages
 
     def spawn(self) -> ChildProcess:
         handle = uuid.uuid4().hex[:HANDLE_LENGTH]
-        env = instance_environment(os.environ)
+        env = instance_environment(os.environ, self.huge_pages())
         with open(self.state_dir.log(handle), "ab") as log_file:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "workers.instance", "--state-dir", str(self.state_dir.path),
