@@ -315,10 +315,23 @@ def construct(verbose):
     return seconds
 
 quiet = [construct(False) for _ in range(spec["runs"])]
-verbose = [construct(True) for _ in range(spec["runs"])]
+verbose = [construct(True) for _ in range(spec["runs"])] if spec["verbose"] else []
 print(json.dumps({"import_s": import_s, "quiet": quiet, "verbose": verbose,
                   "version": llama_cpp.__version__}), flush=True)
 """
+
+
+def instances_use_huge_pages() -> bool:
+    """Whether lmhost's instances read their weights into huge pages on this host, as its
+    supervisor decides (`workers.hugepages`; the benchmarks' servers keep the default
+    `LMHOST_HUGE_PAGES`): in-process sides loaded "as lmhost loads" do the same."""
+    from workers import hugepages
+    from workers.memory import Memory
+    memory = Memory()
+    memory.start()
+    allowed = hugepages.host_allows(True, hugepages.thp_mode(), hugepages.libc_version(),
+                                    os.environ.get("GLIBC_TUNABLES", ""))
+    return hugepages.weights_in_huge_pages(allowed, memory.gpu_count())
 
 
 def engine_extra_bufts() -> bool:
@@ -330,13 +343,13 @@ def engine_extra_bufts() -> bool:
 
 
 def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: Path,
-                        huge_pages: bool = False) -> dict:
-    """`Llama()` constructed `runs` times in a fresh interpreter: the file mapped, as
-    llama-cpp-python does by default, or with `huge_pages` as lmhost's instances load on a
-    host without GPUs (`workers.hugepages`)."""
+                        huge_pages: bool = False, verbose: bool = True) -> dict:
+    """`Llama()` constructed `runs` times in a fresh interpreter (with `verbose`, `runs` more
+    with ``verbose=True``): the file mapped, as llama-cpp-python does by default, or with
+    `huge_pages` as lmhost's instances load on a host without GPUs (`workers.hugepages`)."""
     from workers import hugepages
     spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs,
-            "extra_bufts": engine_extra_bufts(), "huge_pages": huge_pages}
+            "extra_bufts": engine_extra_bufts(), "huge_pages": huge_pages, "verbose": verbose}
     return json_child(["-c", BASELINE_SCRIPT, json.dumps(spec)], "the in-process baseline",
                       work / "baseline.stderr", BASELINE_TIMEOUT_S,
                       hugepages.environment(os.environ) if huge_pages else None)

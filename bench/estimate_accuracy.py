@@ -207,8 +207,9 @@ def run(args, work: Path) -> int:
     catalog = Catalog(work / "models")
     gpus, offload = (1, {"gpu_offload": "max"}) if args.gpu else (0, {})
     # as the supervisor decides (workers.hugepages): weights in huge pages on a CPU host with THP
-    huge_pages = hugepages.weights_in_huge_pages(
-        hugepages.host_allows(settings.huge_pages, hugepages.thp_mode()), gpus)
+    huge_pages = hugepages.weights_in_huge_pages(hugepages.host_allows(
+        settings.huge_pages, hugepages.thp_mode(), hugepages.libc_version(),
+        os.environ.get("GLIBC_TUNABLES", "")), gpus)
     log(f"weights: {'read into huge pages' if huge_pages else 'mapped from the file'}, as "
         "lmhost's instances load here")
 

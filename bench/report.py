@@ -183,13 +183,20 @@ def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict, targets: bool = Tru
     baselines are each side's p50; ratios and added times are taken round by round.
     `targets` False: wires shown for what they explain, with no target and no reference rows
     (those came with the wires before). `huge`: in-process loaded as lmhost's instances load
-    (weights in huge pages), when measured: its own row, and each wire against it, which is
-    lmhost's own cost with the engine alike."""
+    (weights in huge pages), when measured: then the in-process targets, which are lmhost's
+    own cost, are judged against it, the engine alike; against in-process as llama-cpp-python
+    loads by default (the file mapped) each wire keeps a row with no target, and `huge` a
+    reference row."""
     peer = sides.get("llama_server")
+    alike, alike_label = (huge, "in-process, huge pages") if huge else (ip, "in-process")
     for key, label in wires:
         side = sides[key]
+        if huge:
+            t.at_least(f"decode tok/s, {label} vs {HUGE_LABEL}", side["decode_tps"],
+                       huge["decode_tps"], alike_label, "tok/s",
+                       TPS_RATIO_TARGET if targets else None, tps_rounds(side, huge))
         t.at_least(f"decode tok/s, {label}", side["decode_tps"], ip["decode_tps"],
-                   "in-process", "tok/s", TPS_RATIO_TARGET if targets else None,
+                   "in-process", "tok/s", TPS_RATIO_TARGET if targets and not huge else None,
                    tps_rounds(side, ip))
         if peer:
             t.at_least(f"decode tok/s, {label} vs llama-server", side["decode_tps"],
@@ -201,17 +208,13 @@ def wire_rows(t: Table, sides: dict, wires: tuple, ip: dict, targets: bool = Tru
     if huge and targets:
         t.at_least(f"decode tok/s, {HUGE_LABEL} (reference)", huge["decode_tps"],
                    ip["decode_tps"], "in-process", "tok/s", None, tps_rounds(huge, ip))
-        for key, label in wires:
-            t.at_least(f"decode tok/s, {label} vs {HUGE_LABEL}", sides[key]["decode_tps"],
-                       huge["decode_tps"], "in-process, huge pages", "tok/s", None,
-                       tps_rounds(sides[key], huge))
     for key, label in wires:
-        t.at_most_added(f"time to first token, {label}", sides[key]["ttft"], ip["ttft"],
-                        "in-process", TTFT_ADDED_TARGET_S if targets else None,
-                        added=ttft_rounds(sides[key], ip))
+        t.at_most_added(f"time to first token, {label}", sides[key]["ttft"], alike["ttft"],
+                        alike_label, TTFT_ADDED_TARGET_S if targets else None,
+                        added=ttft_rounds(sides[key], alike))
     if peer and targets:
         t.at_most_added("time to first token, llama-server (reference)", peer["ttft"],
-                        ip["ttft"], "in-process", None, added=ttft_rounds(peer, ip))
+                        alike["ttft"], alike_label, None, added=ttft_rounds(peer, alike))
 
 
 def throughput_rows(t: Table, f: dict) -> None:
@@ -251,7 +254,8 @@ def throughput_rows(t: Table, f: dict) -> None:
               huge=rs.get("inproc_huge_pages"))
     if rs.get("sdk_wire"):
         wire_rows(t, rs, (("sdk_wire", "SDK wire, a minimal one-thread client (the server's "
-                                       "part of the SDK's figures)"),), ip, targets=False)
+                                       "part of the SDK's figures)"),), ip, targets=False,
+                  huge=rs.get("inproc_huge_pages"))
     counts = sorted({c for key, _ in REAL_SIDES if rs.get(key) for c in rs[key]["token_counts"]})
     t.plain("tokens generated per run, every plain side", ", ".join(map(str, counts)),
             target="equal", met=real["tokens_match"])
@@ -299,22 +303,32 @@ def listing_rows(t: Table, f: dict) -> None:
 
 
 def load_rows(t: Table, f: dict) -> None:
-    inproc = p50(f["in_process"])
+    """The API's overhead, judged against in-process `Llama()` loaded as lmhost's instances
+    load where that was measured (lmhost's own cost), else against the mapped load; the
+    mapped load as llama-cpp-python does it by default in a reference row."""
+    mapped = p50(f["in_process"])
+    huge = f.get("in_process_huge_pages")
+    alike, alike_label = ((p50(huge), "in-process `Llama()`, huge pages") if huge
+                          else (mapped, "in-process `Llama()`"))
     t.section(f"Load (`POST /api/v1/models/load`), n_ctx {f['n_ctx']}, {f['threads']} threads, "
               f"p50 of {f['runs']}")
     on, off = p50(f["spare_on"]["wall"]), p50(f["spare_off"]["wall"])
-    t.at_most_added("load of the bench model, spare pool on (the default)", on, inproc,
-                    "in-process `Llama()`", LOAD_OVERHEAD_TARGET_S)
-    t.at_most_added("  the same, against the spare pool's own target", on, inproc, "in-process",
+    t.at_most_added("load of the bench model, spare pool on (the default)", on, alike,
+                    alike_label, LOAD_OVERHEAD_TARGET_S)
+    t.at_most_added("  the same, against the spare pool's own target", on, alike, alike_label,
                     LOAD_OVERHEAD_SPARE_TARGET_S, strict=True)
-    t.at_most_added("load of the bench model, spare pool off", off, inproc, "in-process", None)
-    if f.get("in_process_huge_pages"):  # what lmhost's load mode alone costs, no lmhost around it
-        t.at_most_added("load of the bench model, in-process loaded as lmhost loads (weights "
-                        "in huge pages; reference)", p50(f["in_process_huge_pages"]), inproc,
-                        "in-process", None)
+    t.at_most_added("load of the bench model, spare pool off", off, alike, alike_label, None)
+    if huge:  # what lmhost's load mode costs, and the API with it, against the mapped load
+        t.at_most_added("load of the bench model, spare pool on, against the mapped load", on,
+                        mapped, "in-process `Llama()`, mapped", None)
+        t.at_most_added(f"load of the bench model, {HUGE_LABEL} (reference)", alike, mapped,
+                        "in-process, mapped", None)
     for size in f.get("sizes", []):
+        base = size.get("in_process_huge_pages") or size["in_process"]
         t.at_most_added(f"load, {size['name']} ({size['bytes'] / 1e6:.1f} MB)",
-                        p50(size["api_wall"]), p50(size["in_process"]), "in-process", None)
+                        p50(size["api_wall"]), p50(base),
+                        "in-process, huge pages" if size.get("in_process_huge_pages")
+                        else "in-process", None)
 
 
 def sdk_rows(t: Table, f: dict) -> None:
@@ -392,7 +406,9 @@ time to first token = request to first text. In-process is llama-cpp-python in a
 interpreter (`Llama.create_completion` / `create_chat_completion`, `stream=True`), the file
 mapped as llama-cpp-python does by default; "in-process loaded as lmhost loads" is a second
 such interpreter with the weights read into transparent huge pages (`use_mmap=False`, glibc's
-`glibc.malloc.hugetlb=1`), as lmhost's instances load on a host without GPUs; llama-server
+`glibc.malloc.hugetlb=1`), as lmhost's instances load on a host without GPUs: where it ran, the
+targets against in-process (tokens/s, first token, load) are judged against it, so that they
+measure lmhost's own cost with the engine alike, and the mapped figures are shown too; llama-server
 is llama.cpp's own, built from the source llama-cpp-python vendors, run with the same model,
 context, threads and flash attention (off), one slot, `ignore_eos`, and its defaults
 otherwise (the file mapped). Listing: the models dir
@@ -443,13 +459,16 @@ def picture(data: dict, path: Path, quick: bool) -> None:
                 _empty(axes[row][col * 2 if row == 0 else col * 2 + 1], "throughput not measured")
             continue
         present = [(k, label) for k, label in sides if tp[model]["sides"].get(k)]
-        base = tp[model]["sides"][present[0][0]]
+        # the targets' baseline: in-process loaded as the instances load, where it ran
+        base_key = present[1][0] if "huge_pages" in present[1][0] else present[0][0]
+        base = tp[model]["sides"][base_key]
+        base_name = "in-process, huge pages" if base_key != present[0][0] else "in-process"
         values = [tp[model]["sides"][k]["decode_tps"] for k, _ in present]
         ax = axes[0][col * 2]
         colours = [SIDE_COLOURS.get(k, "tab:blue") for k, _ in present]
         _bars(ax, [label for _, label in present], values, "{:.1f}", colours)
         ax.axhline(base["decode_tps"] * TPS_RATIO_TARGET, color="tab:red", ls="--", lw=1,
-                   label=f"{TPS_RATIO_TARGET}× in-process")
+                   label=f"{TPS_RATIO_TARGET}× {base_name}")
         peer = tp[model]["sides"].get("llama_server")
         if peer:
             ax.axhline(peer["decode_tps"], color="tab:green", ls=":", lw=1, label="llama-server")
@@ -461,7 +480,7 @@ def picture(data: dict, path: Path, quick: bool) -> None:
         ttfts = [tp[model]["sides"][k]["ttft"] * 1000 for k, _ in present]
         _bars(ax, [label for _, label in present], ttfts, "{:.1f}", colours)
         ax.axhline(base["ttft"] * 1000 + TTFT_ADDED_TARGET_S * 1000, color="tab:red", ls="--",
-                   lw=1, label="in-process + 5 ms")
+                   lw=1, label=f"{base_name} + 5 ms")
         ax.set_title(f"time to first token, {title}")
         ax.set_ylabel("ms")
         ax.set_ylim(0, max(ttfts + [base["ttft"] * 1000 + TTFT_ADDED_TARGET_S * 1000]) * 1.3)
@@ -499,7 +518,10 @@ def picture(data: dict, path: Path, quick: bool) -> None:
         sizes = lo["sizes"]
         mb = [s["bytes"] / 1e6 for s in sizes]
         ax.plot(mb, [p50(s["in_process"]) * 1000 for s in sizes], "o-",
-                label="in-process Llama()")
+                label="in-process Llama(), mapped")
+        if all(s.get("in_process_huge_pages") for s in sizes):
+            ax.plot(mb, [p50(s["in_process_huge_pages"]) * 1000 for s in sizes], "o-",
+                    label="in-process Llama(), huge pages (as the instances load)")
         ax.plot(mb, [p50(s["api_wall"]) * 1000 for s in sizes], "o-",
                 label="POST /api/v1/models/load")
         ax.set_xscale("log")

@@ -202,8 +202,8 @@ def run(args, work: Path) -> int:
                      ms(p50(lat)), ms(percentile(lat, 99)), str(usage[count][0])))
     rows += [("", "", "", ""),
              (f"load of the bench model, n_ctx {args.context_length}", "p50", "min", ""),
-             ("  Llama() in-process (verbose, as the instance does)", ms(p50(inproc)),
-              ms(min(inproc)), ""),
+             ("  Llama() in-process (verbose, as the instance passes it; the file mapped)",
+              ms(p50(inproc)), ms(min(inproc)), ""),
              ("  REST POST /api/v1/models/load (wall)", ms(p50(rest)), ms(min(rest)), ""),
              ("  SDK client.llm.load_new_instance (wall)", ms(p50(sdk)), ms(min(sdk)), ""),
              ("  SDK - REST", ms(p50(sdk) - p50(rest)), ms(min(sdk) - min(rest)), "")]

@@ -1227,11 +1227,12 @@ def run(args, work: Path) -> int:
     log(f"in-process interpreters load with llama.cpp's extra buffer types "
         f"{'on' if args.extra_bufts else 'off'}, as lmhost's instances do on this host "
         "(the engine probe's verdict)")
-    args.huge_pages = hugepages.host_allows(True, hugepages.thp_mode())
+    args.huge_pages = common.instances_use_huge_pages()
     log(f"lmhost's instances keep the weights in huge pages here: "
         f"{'yes' if args.huge_pages else 'no'} (THP {hugepages.thp_mode()}; LMHOST_HUGE_PAGES); "
         "the in-process baseline maps the file, as llama-cpp-python does by default"
-        + ("; a second in-process side loads as the instances do" if args.huge_pages else ""))
+        + ("; a second in-process side loads as the instances do, and the wires' targets "
+           "against in-process are judged against it" if args.huge_pages else ""))
     args.llama_server = None if args.no_llama_server else peer_binary()
     if args.llama_server is not None:
         log(f"llama.cpp's own server: {args.llama_server} (the llama.cpp that llama-cpp-python "
@@ -1356,11 +1357,14 @@ def run(args, work: Path) -> int:
                      ("", f"{pp['decode_tps']:.1f}", ms(pp["ttft"]),
                       f"{tps_ratio(hp, pp):.3f}", f"{tps_ratio(sp, pp):.3f}")]
     log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in rows))
+    # lmhost's own cost: against in-process loaded as the instances load, where it ran
+    alike, alike_name = (hpp, "in-process loaded alike") if hpp else (ip, "in-process")
+    target_ratio, target_extra = tps_ratio(hp, alike), ttft_added(hp, alike)
     targets = [
-        (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x in-process", f"{decode_ratio:.3f}",
-         decode_ratio >= TPS_RATIO_TARGET),
-        (f"HTTP TTFT <= in-process + {TTFT_EXTRA_TARGET_S * 1000:.0f} ms",
-         f"{ttft_extra * 1000:+.1f} ms", ttft_extra <= TTFT_EXTRA_TARGET_S),
+        (f"HTTP decode tok/s >= {TPS_RATIO_TARGET:.2f} x {alike_name}", f"{target_ratio:.3f}",
+         target_ratio >= TPS_RATIO_TARGET),
+        (f"HTTP TTFT <= {alike_name} + {TTFT_EXTRA_TARGET_S * 1000:.0f} ms",
+         f"{target_extra * 1000:+.1f} ms", target_extra <= TTFT_EXTRA_TARGET_S),
         (f"2 instances >= {SCALING_TARGET:.1f}x 1 instance (2 clients)", f"{scale:.2f}x",
          scale >= SCALING_TARGET),
     ]
@@ -1391,13 +1395,15 @@ def run(args, work: Path) -> int:
                    "", ms(rw["v1_structured"]["ttft"]), f"{structured_lmhost:.3f}")]
     log(f"\nthe real model ({REAL_KEY}), {REAL_TOKENS} tokens, decode tok/s p50 of {args.runs}")
     log("\n".join(f"{a:<{w}}{b:>14}{c:>17}{d:>14}{e:>14}" for a, b, c, d, e in real_rows))
+    real_alike = rw.get("inproc_huge_pages") or base
     for kind, title in (("v1", "/v1"), ("native", "/api/v1/chat"), ("sdk", "SDK"),
                         ("socket", "instance socket")):
-        ratio = tps_ratio(rw[kind], base)
-        extra = ttft_added(rw[kind], base)
-        targets += [(f"real model, {title} tok/s >= {TPS_RATIO_TARGET:.2f} x in-process",
+        ratio = tps_ratio(rw[kind], real_alike)
+        extra = ttft_added(rw[kind], real_alike)
+        targets += [(f"real model, {title} tok/s >= {TPS_RATIO_TARGET:.2f} x {alike_name}",
                      f"{ratio:.3f}", ratio >= TPS_RATIO_TARGET),
-                    (f"real model, {title} TTFT <= in-process + {TTFT_EXTRA_TARGET_S * 1000:.0f} ms",
+                    (f"real model, {title} TTFT <= {alike_name} + "
+                     f"{TTFT_EXTRA_TARGET_S * 1000:.0f} ms",
                      f"{extra * 1000:+.1f} ms", extra <= TTFT_EXTRA_TARGET_S)]
         if peer is not None:
             ratio = tps_ratio(rw[kind], peer)

@@ -63,12 +63,9 @@ def main(argv=None) -> int:
     terminate = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: terminate.set())  # handlers only enqueue
-    thp = hugepages.thp_mode()
-    huge_pages = hugepages.host_allows(settings.huge_pages, thp)
-    log.info("transparent huge pages: %s; %s", thp, "a load on this host without GPUs reads the "
-             "weights into huge pages" if huge_pages else "instances map the model files"
-             + ("" if settings.huge_pages else " (LMHOST_HUGE_PAGES=0)"))
-    supervisor = Supervisor(settings, engine, huge_pages=huge_pages)
+    supervisor = Supervisor(settings, engine, host_allows_huge_pages=hugepages.host_allows(
+        settings.huge_pages, hugepages.thp_mode(), hugepages.libc_version(),
+        os.environ.get("GLIBC_TUNABLES", "")))
     supervisor.start()
     state_dir.pid_file.write_text(f"{os.getpid()} {procs.start_time(os.getpid())}\n")
     log.info("supervising %s (models in %s)", state_dir.path, settings.models_dir)

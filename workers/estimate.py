@@ -7,9 +7,9 @@ The parts, each split between RAM and the GPUs:
 
 - **weights**: the tensor data. With ``n_gpu_layers`` = k, llama.cpp puts the last k layers
   on the GPU, and the output layer too when every layer is there; ``token_embd`` stays in
-  RAM. (On a CPU the weights are read into huge pages of the process's own, or mapped from the
-  file with ``use_mmap``, as on a GPU host, where they show in the RSS as file pages: the same
-  bytes either way, `workers.hugepages`.)
+  RAM. (The bytes are the same whether the instance read them into memory of its own, as on
+  a CPU host with huge pages, `workers.hugepages`, or mapped the file, where they show in the
+  RSS as file pages.)
 - **kv_cache**: ``n_ctx × n_layer × (n_embd_k_gqa + n_embd_v_gqa) × bytes per element`` of
   the cache type (F16 unless ``type_k``/``type_v`` say otherwise), each layer's share where
   the layer is (``offload_kqv``). Encoder-only models (BERT) have none.

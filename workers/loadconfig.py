@@ -12,6 +12,7 @@ length within the model's trained context, LLM-only fields ignored for embedding
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from workers.catalog import Model, Variant
@@ -32,6 +33,13 @@ class LoadPlan:
     llama_kwargs: dict      # keyword arguments of llama_cpp.Llama, JSON-able
     load_config: dict       # what was applied, as seed 000 echoes it for this model type
     estimate: Estimate      # its memory, on a host with the GPUs plan_load was told of
+
+    def mapped(self) -> LoadPlan:
+        """This plan with its weights mapped from the file (llama.cpp's default) rather than
+        read into huge pages (`workers.hugepages`): the same bytes, pages the kernel can
+        drop under memory pressure and read again."""
+        kwargs = {k: v for k, v in self.llama_kwargs.items() if k != "use_mmap"}
+        return dataclasses.replace(self, llama_kwargs=kwargs)
 
 
 def _gpu_layers(gpu_offload, block_count: int | None) -> int:

@@ -18,6 +18,7 @@ registry's lock before the table's file lock; nothing slow under the registry's 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -36,41 +37,57 @@ from workers.supervisor.registry import Registry
 from workers.supervisor.retiring import Retirer
 from workers.table import InstanceTable
 
+log = logging.getLogger("workers.supervisor")
+
 
 class Supervisor:
     def __init__(self, settings: Settings, engine: Verdict, launcher: Launcher | None = None,
-                 huge_pages: bool = False):
-        """`huge_pages`: whether this host allows weights in huge pages (`workers.hugepages`;
-        `workers.__main__` asks the kernel); each load and spawn still asks for GPUs."""
+                 host_allows_huge_pages: bool = False):
+        """`host_allows_huge_pages`: the kernel and C library let instances keep their weights
+        in huge pages and the setting is on (`workers.hugepages.host_allows`, asked by
+        `workers.__main__`); whether they do is decided in `start`, once the GPUs are known."""
         self.settings = settings
+        self.host_allows_huge_pages = host_allows_huge_pages
+        self.weights_in_huge_pages = False  # decided once in `start`, before the first spawn or load
         self.state_dir = StateDir(settings.state_dir).create()
         self.registry = Registry(InstanceTable(settings.state_dir))
         self.stopping = threading.Event()  # no more TTL checks or spares
         self.done = threading.Event()      # everything stopped: the process may exit
         self.memory = Memory(pids=self.registry.pids)  # NVML starts in `start`, not here
         self.registry.on_gone = self.memory.gone
-        launcher = launcher or Launcher(
-            self.state_dir, settings.queue_size,
-            lambda: hugepages.weights_in_huge_pages(huge_pages, self.memory.gpu_count()))
+        launcher = launcher or Launcher(self.state_dir, settings.queue_size,
+                                        malloc_advice=lambda: self.weights_in_huge_pages)
         self.spares = SparePool(launcher, settings.spare_instances, self.state_dir)
         self.registry.on_load_over = self.spares.refill_later
         self.deaths = DeathWatch(self.registry, self.state_dir, rebuild_advice(cpu_info()["flags"]))
         self.retirer = Retirer(settings, self.registry, self.stopping, self.memory)
         self.loader = Loader(settings, engine, Catalog(settings.models_dir, settings.state_dir),
                              self.registry, self.spares, self.deaths.watch, self.retirer,
-                             self.memory, huge_pages)
+                             self.memory, weights_in_huge_pages=lambda: self.weights_in_huge_pages)
         self.control: ControlServer | None = None
 
     def start(self) -> None:
-        """Start NVML (or say CPU mode), adopt what an earlier supervisor left alive, start the
-        watch, the TTL loop and the spares, then answer on the control socket."""
+        """Start NVML (or say CPU mode), decide on huge pages, adopt what an earlier supervisor
+        left alive, start the watch, the TTL loop and the spares, then answer on the control
+        socket."""
         self.memory.start()
+        self.decide_huge_pages()
         threading.Thread(target=self.deaths.run, name="deaths", daemon=True).start()
         adopt_instances(self.registry, self.state_dir, self.deaths)
         threading.Thread(target=self.retirer.expire_idle, name="ttl", daemon=True).start()
         threading.Thread(target=self.spares.refill, name="spares", daemon=True).start()
         self.control = ControlServer(self.state_dir.supervisor_socket, self)
         threading.Thread(target=self.control.serve_forever, name="control", daemon=True).start()
+
+    def decide_huge_pages(self) -> None:
+        """Whether instances keep their weights in huge pages (`workers.hugepages`): decided
+        once, with the GPUs NVML finds now (a GPU host keeps the mapping even if NVML fails
+        later), so that every spare and every load of this supervisor agree."""
+        gpus = self.memory.gpu_count()
+        self.weights_in_huge_pages = hugepages.weights_in_huge_pages(
+            self.host_allows_huge_pages, gpus)
+        log.info("%s", hugepages.describe(self.weights_in_huge_pages, self.settings.huge_pages,
+                                          hugepages.thp_mode(), gpus))
 
     def load(self, request: dict, emit) -> dict:
         return self.loader.load(request, emit)

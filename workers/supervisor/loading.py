@@ -20,7 +20,6 @@ from workers import admission, estimate, policy
 from workers.catalog import Catalog, Model
 from workers.crashes import failure_reason
 from workers.engine_probe import Verdict
-from workers.hugepages import weights_in_huge_pages
 from workers.errors import IdentifierConflict, InsufficientMemory, ModelLoadFailed
 from workers.listing import model_entry
 from workers.loadconfig import LoadPlan, plan_load
@@ -114,9 +113,9 @@ class SparePool:
 class Loader:
     def __init__(self, settings: Settings, engine: Verdict, catalog: Catalog, registry: Registry,
                  spares: SparePool, watch: Callable[[Instance], None], retirer: Retirer,
-                 memory: Memory, huge_pages: bool = False):
+                 memory: Memory, weights_in_huge_pages: Callable[[], bool] = lambda: False):
         self.settings = settings
-        self.huge_pages = huge_pages  # the host allows weights in huge pages (workers.hugepages)
+        self.weights_in_huge_pages = weights_in_huge_pages  # the supervisor's decision
         self.state_dir = spares.state_dir
         self.engine = engine          # the engine probe's verdict: extra buffer types on or off
         self.catalog = catalog
@@ -137,23 +136,24 @@ class Loader:
                 reusable = self._reusable(request, plan) is not None
             if not reusable:  # before admission: the memory it frees counts
                 self.retirer.evict_for(reference)
-        instance, reused = self._admit(request, reference, plan, model_entry(model))
+        instance, reused, plan = self._admit(request, reference, plan, model_entry(model))
         if not reused:
             self._start(instance, plan)
         return self._await_loaded(instance, emit, reused, bool(request.get("echo_load_config")))
 
     def _plan(self, request: dict) -> tuple[Model, LoadPlan]:
         model, variant = self.catalog.resolve(request["model"])
-        gpus = self.memory.gpu_count()
         return model, plan_load(request, model, variant,
                                 default_context_length=self.settings.context_length,
-                                n_threads=self.settings.threads_per_instance, gpus=gpus,
-                                huge_pages=weights_in_huge_pages(self.huge_pages, gpus))
+                                n_threads=self.settings.threads_per_instance,
+                                gpus=self.memory.gpu_count(),
+                                huge_pages=self.weights_in_huge_pages())
 
     def _admit(self, request: dict, reference: str, plan: LoadPlan,
-               entry: dict) -> tuple[Instance, bool]:
-        """The instance to wait for: one to reuse, or a new row once the load is admitted.
-        Raises `InsufficientMemory` (503) when it does not fit and the guardrail says so."""
+               entry: dict) -> tuple[Instance, bool, LoadPlan]:
+        """The instance to wait for: one to reuse, or a new row once the load is admitted, and
+        the plan to load it with. Raises `InsufficientMemory` (503) when it does not fit and
+        the guardrail says so; a load let in although it does not fit maps its weights."""
         need = estimate.need(plan.estimate.to_json())
         refused: set[str] = set()  # instances that would not go this time: serving
         refreshed = False          # eviction candidates asked when they were last used
@@ -164,19 +164,22 @@ class Loader:
             with self.registry.lock:
                 instance = self._reusable(request, plan)
                 if instance is not None:
-                    return instance, True
+                    return instance, True, plan
                 self._check_identifier(request)
                 decision = admission.decide(
                     need, reading.pools(), holders(self.registry.instances.values(), reading),
                     limits, self.settings.guardrail, self.settings.evict_explicit, refused)
                 if decision.action == "load":
                     if decision.short:
-                        log.warning("LMHOST_GUARDRAIL=off: loading %r although %s", plan.model_key,
+                        # mapped, its weights are pages the kernel can drop and read again
+                        plan = plan.mapped()
+                        log.warning("LMHOST_GUARDRAIL=off: loading %r although %s (its weights "
+                                    "mapped from the file)", plan.model_key,
                                     "; ".join(s.describe() for s in decision.short))
                     instance = self._new_instance(request, reference, plan)
                     instance.model_entry = entry
                     self.registry.add(instance)
-                    return instance, False
+                    return instance, False, plan
                 if decision.action == "refuse":
                     raise InsufficientMemory(admission.refusal(
                         plan.model_key, decision, self.settings.guardrail,

@@ -35,15 +35,15 @@ KILL_WAIT = 5.0  # seconds a SIGKILLed process gets to be reaped
 OPENMP_SPIN_COUNT = "20000"
 
 
-def instance_environment(environ: Mapping[str, str], huge_pages: bool = False) -> dict:
+def instance_environment(environ: Mapping[str, str], malloc_advice: bool = False) -> dict:
     """An instance process's environment: the service's, with llama.cpp's crash backtraces
     off (they only add noise to the log tail), unbuffered output, the OpenMP spin count above
-    unless the operator set OpenMP's waiting themselves, and with `huge_pages` glibc's malloc
-    advising huge pages (`workers.hugepages`)."""
+    unless the operator set OpenMP's waiting themselves, and with `malloc_advice` glibc's
+    malloc advising huge pages (`workers.hugepages`)."""
     env = {**environ, "GGML_NO_BACKTRACE": "1", "PYTHONUNBUFFERED": "1"}
     if "GOMP_SPINCOUNT" not in environ and "OMP_WAIT_POLICY" not in environ:
         env["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
-    return hugepages.environment(env) if huge_pages else env
+    return hugepages.environment(env) if malloc_advice else env
 
 
 class InstanceProcess(Protocol):
@@ -147,18 +147,18 @@ class AdoptedProcess(ChildProcess):
 class Launcher:
     """Spawns instance processes: ``python -m workers.instance``, in their own session (they
     survive a supervisor crash and get no terminal signals), stderr into their log file.
-    `huge_pages()` says at each spawn whether the process gets malloc's huge-page advice (a
-    spare is spawned before its load is known, so this is the host's answer, not a load's)."""
+    `malloc_advice()` says whether a process gets malloc's huge-page advice: the supervisor's
+    decision for every load (a spare is spawned before its load is known)."""
 
     def __init__(self, state_dir: StateDir, queue_size: int,
-                 huge_pages: Callable[[], bool] = lambda: False):
+                 malloc_advice: Callable[[], bool] = lambda: False):
         self.state_dir = state_dir
         self.queue_size = queue_size
-        self.huge_pages = huge_pages
+        self.malloc_advice = malloc_advice
 
     def spawn(self) -> ChildProcess:
         handle = uuid.uuid4().hex[:HANDLE_LENGTH]
-        env = instance_environment(os.environ, self.huge_pages())
+        env = instance_environment(os.environ, self.malloc_advice())
         with open(self.state_dir.log(handle), "ab") as log_file:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "workers.instance", "--state-dir", str(self.state_dir.path),
