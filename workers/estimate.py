@@ -22,8 +22,9 @@ The parts, each split between RAM and the GPUs:
   the GPU, the layers left in RAM included (op offload), so RAM only ever holds the scratch of
   a batch under 32 tokens and the GPU a whole micro-batch's.
 - **overhead**: the instance process (Python with llama_cpp imported, llama.cpp's context,
-  the tokenizer's tables) in RAM, and with the weights in huge pages what 2 MiB steps add; on a GPU host also the CUDA runtime's host memory (RAM)
-  and, on each GPU, a CUDA context with the kernels and cuBLAS that the first decode loads.
+  the tokenizer's tables) in RAM, and with the weights in huge pages what 2 MiB steps add; on
+  a GPU host also the CUDA runtime's host memory (RAM) and, on each GPU, a CUDA context with
+  the kernels and cuBLAS that the first decode loads.
 
 The CPU constants are measured on this project's machine, the GPU ones on an NVIDIA H200 with
 llama-cpp-python built with CUDA, both against the peak (RSS; NVML's memory of the process)

@@ -2,7 +2,7 @@
 
 llama.cpp maps a GGUF file and computes from the mapping: on a CPU the weights are file pages
 in 4 KiB page-table entries, and decoding one token reads all of them. From 2 MiB pages a
-token costs 4-5 % less on this project's hosts (VMs, where a TLB miss also walks the
+token costs 2.5-5 % less on this project's hosts (VMs, where a TLB miss also walks the
 hypervisor's tables; README: Performance, "Huge pages"). So an instance on a host without GPUs
 loads the weights without the mapping (``use_mmap=False``: llama.cpp reads the file into memory
 it allocates) and its process runs with glibc's ``glibc.malloc.hugetlb=1``, which makes malloc
@@ -22,7 +22,8 @@ such tunable, another libc, or an operator's own ``glibc.malloc.hugetlb=0``); a 
 whose loads were measured mapped (`bench/estimate_accuracy.py --gpu`).
 
 The decisions are pure (`host_allows`, `weights_in_huge_pages`); the kernel's mode and glibc's
-version are read once, by the supervisor's main, and the GPUs counted once at its start.
+version are read by the supervisor's main, the GPUs counted once at its start
+(`Supervisor.decide_huge_pages`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from typing import Mapping
 
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 MALLOC_TUNABLE = "glibc.malloc.hugetlb"
-MALLOC_ADVISE = "1"      # 1: madvise(MADV_HUGEPAGE) after mmap; 2: hugetlbfs pages (reserved)
-MALLOC_ADVISING = ("1", "2")
+MALLOC_ADVISE = "1"      # madvise(MADV_HUGEPAGE) after mmap (2 would take reserved hugetlbfs
+                         # pages, and fall back to 4 KiB ones where none are reserved)
 TUNABLE_SINCE = (2, 35)  # the glibc release that added glibc.malloc.hugetlb
 
 
@@ -83,7 +84,7 @@ def host_allows(setting: bool, mode: str, libc: str, tunables: str = "") -> bool
     if mode == "always":
         return True
     own = operator_tunable(tunables)
-    return _glibc_at_least(libc, TUNABLE_SINCE) and (own is None or own in MALLOC_ADVISING)
+    return _glibc_at_least(libc, TUNABLE_SINCE) and own in (None, MALLOC_ADVISE)
 
 
 def weights_in_huge_pages(allowed: bool, gpus: int) -> bool:

@@ -37,8 +37,8 @@ class LoadPlan:
     def mapped(self) -> LoadPlan:
         """This plan with its weights mapped from the file (llama.cpp's default) rather than
         read into huge pages (`workers.hugepages`): pages the kernel can drop under memory
-        pressure and read again. The estimate stays the one admission decided with (a little
-        above this load's: no 2 MiB steps)."""
+        pressure and read again. The estimate stays the one admission decided with, which fits:
+        the process still has malloc's huge-page advice for its other buffers."""
         kwargs = {k: v for k, v in self.llama_kwargs.items() if k != "use_mmap"}
         return dataclasses.replace(self, llama_kwargs=kwargs)
 

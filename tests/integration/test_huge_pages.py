@@ -5,12 +5,12 @@ the setting off (or no THP) the file is mapped, as llama.cpp does by default."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from lmhost import synthetic
+from tests.helpers import weights_in_huge_pages_here
 from workers import hugepages
 
 MiB = 1 << 20
@@ -43,17 +43,9 @@ def generates(live) -> bool:
     return response.status_code == 200 and response.get_json()["usage"]["completion_tokens"] > 0
 
 
-def this_host_allows(live) -> bool:
-    """What the supervisor decided here: the kernel, the C library and the GPUs (none in CI;
-    a host where NVML finds one keeps the mapping)."""
-    cpu = live.client.get("/api/v1/resources").get_json()["mode"] == "cpu"
-    return cpu and hugepages.host_allows(True, hugepages.thp_mode(), hugepages.libc_version(),
-                                         os.environ.get("GLIBC_TUNABLES", ""))
-
-
 def test_weights_are_in_huge_pages_where_the_host_has_them(live):
     path, row = load_mid_model(live)
-    if this_host_allows(live):
+    if weights_in_huge_pages_here():  # what the supervisor decided here
         assert str(path) not in mapped_files(row["pid"])  # read into memory, not mapped
         assert hugepages.resident_in_huge_pages(row["pid"]) >= 2 * MiB
         assert "glibc.malloc.hugetlb=1" in tunables(row["pid"]).split(":")

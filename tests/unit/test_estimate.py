@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from workers.estimate import (CONTEXT_BYTES, CUDA_CONTEXT_BYTES, CUDA_HOST_BYTES, MERGE_BYTES,
+from workers.estimate import (CONTEXT_BYTES, CUDA_CONTEXT_BYTES, CUDA_HOST_BYTES,
+                              HUGE_PAGE_HEAP_BYTES, HUGE_PAGE_SHARE, MERGE_BYTES,
                               PROCESS_BYTES, TOKEN_BYTES, estimate_load, need)
 from workers.model_facts import FileFacts
 
@@ -36,6 +37,16 @@ def test_cpu_mode_puts_everything_in_ram():
     # attention phase, no flash attention: 512-token micro-batch x 1024 cells x (8 heads + mask)
     # in F32, 6 rows of activations, and the F16 copy of the scores the matmul takes
     assert e.ram["compute"] == 4 * 512 * (1024 * 9 + 6 * 256) + 2 * 512 * 1024 * 8
+
+
+def test_weights_in_huge_pages_add_the_heaps_step_and_a_share_of_the_partly_touched_buffers():
+    mapped = estimate_load(FACTS, kwargs(), gpus=0)
+    read = estimate_load(FACTS, kwargs(use_mmap=False), gpus=0)
+    share = HUGE_PAGE_SHARE * (mapped.ram["kv_cache"] + mapped.ram["compute"])
+    assert read.ram["overhead"] - mapped.ram["overhead"] == HUGE_PAGE_HEAP_BYTES + int(share)
+    assert {k: v for k, v in read.ram.items() if k != "overhead"} == {
+        k: v for k, v in mapped.ram.items() if k != "overhead"}
+    assert estimate_load(FACTS, kwargs(use_mmap=True), gpus=0) == mapped
 
 
 @pytest.mark.parametrize("n_ctx", [256, 1024, 4096, 8192])
