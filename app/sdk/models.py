@@ -12,6 +12,8 @@ named by its identifier is used as is, otherwise the supervisor's atomic get-or-
 
 from __future__ import annotations
 
+import time
+
 from app.extensions import Engine
 from app.sdk import loadconfig, shapes
 from app.sdk.framing import SdkError, no_model_matching
@@ -217,20 +219,24 @@ class ModelHandlers:
         channel.send({"type": "loadSuccess", "info": self._loaded_info(result)})
 
     def _load(self, request: dict, channel: Channel | None, progress_type: str | None) -> dict:
-        """The supervisor's load, progress relayed (strictly increasing, 0.0 first, 1.0 last).
+        """The supervisor's load, progress relayed (strictly increasing, 0.0 first, 1.0 last,
+        paced by `policy.progress_due`).
         A load the client cancelled is unloaded once it is loaded (the supervisor cannot stop
         a load midway for us: it does not know the instance before it answers)."""
-        sent = -1.0
+        sent, sent_at = -1.0, None  # sent_at: when the last step after the opening 0.0 went
         result = None
         # the supervisor's first message comes once it has accepted the request
         for message in self.eng.supervisor.load(request):
             if "result" in message:
                 result = message["result"]
             elif channel is not None and not channel.cancelled.is_set():
-                for progress in ((0.0,) if sent < 0 else ()) + (float(message["progress"]),):
-                    if progress > sent:
-                        channel.send({"type": progress_type, "progress": progress})
-                        sent = progress
+                if sent < 0:
+                    channel.send({"type": progress_type, "progress": 0.0})
+                    sent = 0.0
+                progress, now = float(message["progress"]), time.monotonic()
+                if policy.progress_due(progress, sent, sent_at, now):
+                    channel.send({"type": progress_type, "progress": progress})
+                    sent, sent_at = progress, now
         if result is None:
             raise ModelLoadFailed("the supervisor ended the load without an answer")
         if channel is not None and channel.cancelled.is_set():

@@ -58,3 +58,21 @@ def test_instances_of_matches_references_as_the_catalog_does():
     assert ids("tiny") == ["a", "b"] and ids("TINY-GGUF") == ["a", "b"]
     assert ids("pub/tiny") == ["a", "b"] and ids("tiny@F16") == ["b"]
     assert ids("tiny@q4_0") == [] and ids("nope") == [] and ids("x/tiny") == []
+
+
+def test_sdk_load_progress_goes_out_paced_with_the_first_step_and_the_end_always():
+    step = policy.PROGRESS_INTERVAL
+    assert policy.progress_due(0.01, 0.0, None, now=0.0)  # the first step after the opening 0.0
+    assert not policy.progress_due(0.02, 0.01, 0.0, now=step / 2)  # too soon
+    assert policy.progress_due(0.02, 0.01, 0.0, now=step)
+    assert policy.progress_due(1.0, 0.5, 0.0, now=0.001)  # the end, however soon
+    assert not policy.progress_due(0.5, 0.5, 0.0, now=10)  # never twice, never backwards
+    assert not policy.progress_due(0.4, 0.5, 0.0, now=10)
+    # a load's 50 steps in 80 ms, as a 160 MB model read into huge pages reports them
+    sent, sent_at, out = 0.0, None, [0.0]
+    for i in range(1, 51):
+        progress, now = i / 50, i * 0.0016
+        if policy.progress_due(progress, sent, sent_at, now):
+            out.append(progress)
+            sent, sent_at = progress, now
+    assert out[:2] == [0.0, 0.02] and out[-1] == 1.0 and 4 <= len(out) <= 6
