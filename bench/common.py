@@ -321,17 +321,11 @@ print(json.dumps({"import_s": import_s, "quiet": quiet, "verbose": verbose,
 """
 
 
-def instances_use_huge_pages() -> bool:
-    """Whether lmhost's instances read their weights into huge pages on this host, as its
-    supervisor decides (`workers.hugepages`; the benchmarks' servers keep the default
-    `LMHOST_HUGE_PAGES`): in-process sides loaded "as lmhost loads" do the same."""
+def child_environment(huge_pages: bool) -> dict | None:
+    """The environment of a child that loads as lmhost's instances do with `huge_pages`
+    (glibc's malloc advising them, `workers.hugepages`); None: ours."""
     from workers import hugepages
-    from workers.memory import Memory
-    memory = Memory()
-    memory.start()
-    allowed = hugepages.host_allows(True, hugepages.thp_mode(), hugepages.libc_version(),
-                                    os.environ.get("GLIBC_TUNABLES", ""))
-    return hugepages.weights_in_huge_pages(allowed, memory.gpu_count())
+    return hugepages.environment(os.environ) if huge_pages else None
 
 
 def engine_extra_bufts() -> bool:
@@ -347,12 +341,10 @@ def in_process_baseline(model: Path, n_ctx: int, threads: int, runs: int, work: 
     """`Llama()` constructed `runs` times in a fresh interpreter (with `verbose`, `runs` more
     with ``verbose=True``): the file mapped, as llama-cpp-python does by default, or with
     `huge_pages` as lmhost's instances load on a host without GPUs (`workers.hugepages`)."""
-    from workers import hugepages
     spec = {"path": str(model), "n_ctx": n_ctx, "threads": threads, "runs": runs,
             "extra_bufts": engine_extra_bufts(), "huge_pages": huge_pages, "verbose": verbose}
     return json_child(["-c", BASELINE_SCRIPT, json.dumps(spec)], "the in-process baseline",
-                      work / "baseline.stderr", BASELINE_TIMEOUT_S,
-                      hugepages.environment(os.environ) if huge_pages else None)
+                      work / "baseline.stderr", BASELINE_TIMEOUT_S, child_environment(huge_pages))
 
 
 def json_child(argv: list[str], what: str, stderr_path: Path, timeout: float,

@@ -52,7 +52,8 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:  # run from a checkout without the editable install too
     sys.path.insert(0, str(BENCH))
 
-from common import BenchError, json_child, log, run_in_work_dir, verdict  # noqa: E402 (repo on sys.path)
+from common import (BenchError, child_environment, json_child, log,  # noqa: E402 (repo on sys.path)
+                    run_in_work_dir, verdict)
 
 TARGET = 0.15
 CHILD_TIMEOUT_S = 600.0
@@ -164,10 +165,8 @@ def child(spec: dict) -> dict:
 
 def measure(spec: dict, work: Path, huge_pages: bool) -> dict:
     """`spec` loaded in a child; with `huge_pages` in an instance's environment for them."""
-    from workers import hugepages
     return json_child([__file__, "--child", json.dumps(spec)], f"measuring {spec['name']}",
-                      work / "child.stderr", CHILD_TIMEOUT_S,
-                      hugepages.environment(os.environ) if huge_pages else None)
+                      work / "child.stderr", CHILD_TIMEOUT_S, child_environment(huge_pages))
 
 
 # -- the parent: estimate, measure, compare -----------------------------------------------------
@@ -207,9 +206,7 @@ def run(args, work: Path) -> int:
     catalog = Catalog(work / "models")
     gpus, offload = (1, {"gpu_offload": "max"}) if args.gpu else (0, {})
     # as the supervisor decides (workers.hugepages): weights in huge pages on a CPU host with THP
-    huge_pages = hugepages.weights_in_huge_pages(hugepages.host_allows(
-        not args.mapped, hugepages.thp_mode(), hugepages.libc_version(),
-        os.environ.get("GLIBC_TUNABLES", "")), gpus)
+    huge_pages = hugepages.weights_in_huge_pages(hugepages.host_allows_here(not args.mapped), gpus)
     log(f"weights: {'read into huge pages' if huge_pages else 'mapped from the file'}, as "
         "lmhost's instances load here")
 

@@ -58,6 +58,7 @@ from common import (HOST, SPARE_DEADLINE_S, BenchError, Server,  # noqa: E402
                     in_process_baseline, log, ms, ms_list, p50, post,
                     run_in_work_dir, verdict)
 from lmhost.synthetic import write_bench_model, write_dense_llama  # noqa: E402
+from workers import hugepages  # noqa: E402
 
 MODEL_KEY = "bench-150m"
 MODEL_RELPATH = Path("bench") / "bench-150m-GGUF" / "bench-150m-Q8_0.gguf"
@@ -234,7 +235,7 @@ def run(args, work: Path) -> int:
     log(f"    Llama(verbose=True):  p50 {ms(p50(verbose))}, min {ms(min(verbose))}  "
         f"({ms_list(verbose)})")
     huge = None  # loaded as lmhost's instances load here: the baseline of lmhost's own cost
-    if common.instances_use_huge_pages():
+    if hugepages.decided_here():
         huge = in_process_baseline(model.path, args.context_length, args.threads, args.runs,
                                    work, huge_pages=True, verbose=False)["quiet"]
         log(f"    loaded as lmhost's instances load here (the weights read into huge pages): "

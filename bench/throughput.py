@@ -423,12 +423,11 @@ class InProc:
                huge_pages: bool) -> None:
         self.args, self.name = args, name
         self.stderr_path = work / f"{name}.stderr"
-        env = hugepages.environment(os.environ) if huge_pages else None
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen([sys.executable, "-c", script,
                                           json.dumps({**spec, "huge_pages": huge_pages})],
                                          cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=stderr, env=env)
+                                         stderr=stderr, env=common.child_environment(huge_pages))
         try:
             self.info = self._read(f"{name}: loading the model")
         except BaseException:
@@ -1227,7 +1226,7 @@ def run(args, work: Path) -> int:
     log(f"in-process interpreters load with llama.cpp's extra buffer types "
         f"{'on' if args.extra_bufts else 'off'}, as lmhost's instances do on this host "
         "(the engine probe's verdict)")
-    args.huge_pages = common.instances_use_huge_pages()
+    args.huge_pages = hugepages.decided_here()
     log(f"lmhost's instances keep the weights in huge pages here: "
         f"{'yes' if args.huge_pages else 'no'} (THP {hugepages.thp_mode()}; LMHOST_HUGE_PAGES); "
         "the in-process baseline maps the file, as llama-cpp-python does by default"

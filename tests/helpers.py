@@ -158,17 +158,3 @@ def files_with_tokens(*roots, tokens=None) -> dict[str, list[str]]:
                 found[str(path)] = hits
     return found
 
-
-def weights_in_huge_pages_here() -> bool:
-    """Whether a supervisor started here with the default settings keeps its instances' weights
-    in huge pages (`workers.hugepages`): it asks the kernel, the C library and NVML the same
-    way, so a test expects what this host does (CI: no GPU, THP as the machine has it)."""
-    import os
-
-    from workers import hugepages
-    from workers.memory import Memory
-    memory = Memory()
-    memory.start()
-    allowed = hugepages.host_allows(True, hugepages.thp_mode(), hugepages.libc_version(),
-                                    os.environ.get("GLIBC_TUNABLES", ""))
-    return hugepages.weights_in_huge_pages(allowed, memory.gpu_count())

@@ -63,9 +63,8 @@ def main(argv=None) -> int:
     terminate = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: terminate.set())  # handlers only enqueue
-    supervisor = Supervisor(settings, engine, host_allows_huge_pages=hugepages.host_allows(
-        settings.huge_pages, hugepages.thp_mode(), hugepages.libc_version(),
-        os.environ.get("GLIBC_TUNABLES", "")))
+    supervisor = Supervisor(settings, engine,
+                            host_allows_huge_pages=hugepages.host_allows_here(settings.huge_pages))
     supervisor.start()
     state_dir.pid_file.write_text(f"{os.getpid()} {procs.start_time(os.getpid())}\n")
     log.info("supervising %s (models in %s)", state_dir.path, settings.models_dir)

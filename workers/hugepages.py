@@ -87,6 +87,20 @@ def host_allows(setting: bool, mode: str, libc: str, tunables: str = "") -> bool
     return _glibc_at_least(libc, TUNABLE_SINCE) and own in (None, MALLOC_ADVISE)
 
 
+def host_allows_here(setting: bool, environ: Mapping[str, str] = os.environ) -> bool:
+    """`host_allows` with this host's kernel mode and C library, and `environ`'s tunables."""
+    return host_allows(setting, thp_mode(), libc_version(), environ.get("GLIBC_TUNABLES", ""))
+
+
+def decided_here(setting: bool = True) -> bool:
+    """What a supervisor started here would decide (`Supervisor.decide_huge_pages`), NVML
+    asked for the GPUs the same way: for tests and benchmarks that load as instances do."""
+    from workers.memory import Memory  # NVML: only where a caller asks
+    memory = Memory()
+    memory.start()
+    return weights_in_huge_pages(host_allows_here(setting), memory.gpu_count())
+
+
 def weights_in_huge_pages(allowed: bool, gpus: int) -> bool:
     """Whether loads read their weights into memory of their own (``use_mmap=False``) rather
     than map the file: where the host allows it (`host_allows`) and has no GPUs."""

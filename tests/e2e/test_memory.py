@@ -17,7 +17,7 @@ from lmhost import synthetic
 from tests.e2e.conftest import clean_env
 from tests.e2e.sdk_support import Runner
 from tests.e2e.test_cli import lmhost, ok
-from tests.helpers import weights_in_huge_pages_here
+from workers import hugepages
 from workers.catalog import Catalog
 from workers.loadconfig import plan_load
 
@@ -25,7 +25,7 @@ from workers.loadconfig import plan_load
 def estimate(models_dir: Path, key: str) -> int:
     model, variant = Catalog(models_dir).resolve(key)
     return plan_load({}, model, variant, default_context_length=load_settings(env={}).context_length,
-                     n_threads=1, huge_pages=weights_in_huge_pages_here()).estimate.total_bytes
+                     n_threads=1, huge_pages=hugepages.decided_here()).estimate.total_bytes
 
 
 @pytest.fixture

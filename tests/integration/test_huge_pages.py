@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from lmhost import synthetic
-from tests.helpers import weights_in_huge_pages_here
 from workers import hugepages
 
 MiB = 1 << 20
@@ -45,7 +44,7 @@ def generates(live) -> bool:
 
 def test_weights_are_in_huge_pages_where_the_host_has_them(live):
     path, row = load_mid_model(live)
-    if weights_in_huge_pages_here():  # what the supervisor decided here
+    if hugepages.decided_here():  # what the supervisor decided here
         assert str(path) not in mapped_files(row["pid"])  # read into memory, not mapped
         assert hugepages.resident_in_huge_pages(row["pid"]) >= 2 * MiB
         assert "glibc.malloc.hugetlb=1" in tunables(row["pid"]).split(":")

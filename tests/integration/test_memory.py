@@ -16,8 +16,7 @@ import pytest
 from config import load_settings
 from lmhost import synthetic
 from tests.conftest import running_supervisor
-from tests.helpers import weights_in_huge_pages_here
-from workers import procs
+from workers import hugepages, procs
 from workers.catalog import Catalog
 from workers.loadconfig import plan_load
 
@@ -42,7 +41,7 @@ def estimate_of(models_dir, key="bench", context_length=CONTEXT) -> int:
     model, variant = Catalog(models_dir).resolve(key)
     plan = plan_load({"context_length": context_length}, model, variant,
                      default_context_length=4096, n_threads=1,
-                     huge_pages=weights_in_huge_pages_here())  # as the supervisor plans here
+                     huge_pages=hugepages.decided_here())  # as the supervisor plans here
     return plan.estimate.total_bytes
 
 
